@@ -1,0 +1,128 @@
+"""The coordinator's HTTP API (FastAPI, JSON under /api/v1) and the status page at `/`.
+
+Routes are thin: they validate the body, call the store or job service, and map our
+errors to 4xx answers that name the problem. A bad body changes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Body, Depends, FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from coordinator import store as st
+from coordinator.db import utcnow
+from coordinator.errors import JobSpecError, ModelError, NotFoundError, SlmfleetError
+from coordinator.jobs import submit_job
+from coordinator.node_state import node_state
+from coordinator.results import item_record, job_summary
+from coordinator.status_page import render_status_page
+from node_agent.model_store import GGUF_MAGIC, sha256_file
+
+API = "/api/v1"
+
+
+class ModelCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")
+    path: str = Field(min_length=1, description="GGUF file on the coordinator's disk")
+    threads: int = Field(default=2, ge=1, le=64)
+    n_ctx: int = Field(default=2048, ge=128, le=131072)
+
+
+def create_app(*, store: st.Store, hub: Any = None) -> FastAPI:
+    """The API over `store`; `hub` (optional) is told when the desired workers change."""
+    app = FastAPI(title="slmfleet coordinator", version="0.1.0")
+    started = time.time()
+
+    def get_store() -> st.Store:
+        return store
+
+    StoreDep = Annotated[st.Store, Depends(get_store)]
+
+    @app.exception_handler(SlmfleetError)
+    async def _our_errors(_request: Request, exc: SlmfleetError) -> JSONResponse:
+        code = 404 if isinstance(exc, NotFoundError) else 422
+        return JSONResponse(status_code=code, content={"detail": str(exc),
+                                                       "error": type(exc).__name__})
+
+    @app.get(f"{API}/health")
+    def health(s: StoreDep) -> dict[str, Any]:
+        return {"status": "ok", "uptime_s": round(time.time() - started, 1),
+                "nodes": len(st.list_nodes(s)), "hub_port": getattr(hub, "port", None)}
+
+    def node_view(node: Any) -> dict[str, Any]:
+        return {"id": node.id, "name": node.name, "runtime": node.runtime,
+                "facts": node.facts, "metrics": node.metrics, "workers": node.workers or [],
+                "last_seen": node.last_seen.isoformat() + "Z",
+                "state": node_state(last_seen=node.last_seen, now=utcnow(), left=node.left,
+                                    interval_s=getattr(hub, "interval_s", 1.0),
+                                    liveness=getattr(hub, "liveness", 3),
+                                    workers=node.workers or [])}
+
+    @app.get(f"{API}/nodes")
+    def list_nodes(s: StoreDep) -> list[dict[str, Any]]:
+        return [node_view(n) for n in st.list_nodes(s)]
+
+    @app.get(f"{API}/models")
+    def list_models(s: StoreDep) -> list[dict[str, Any]]:
+        return [{"name": m.name, "sha256": m.sha256, "size": m.size, "threads": m.threads,
+                 "n_ctx": m.n_ctx} for m in st.list_models(s)]
+
+    @app.post(f"{API}/models", status_code=201)
+    async def add_model(s: StoreDep, body: ModelCreate) -> dict[str, Any]:
+        path = Path(body.path).expanduser().resolve()
+        if not path.is_file():
+            raise ModelError(f"path: no file at {path}; give the GGUF file's path on the "
+                             "coordinator")
+        with path.open("rb") as handle:
+            if handle.read(4) != GGUF_MAGIC:
+                raise ModelError(f"path: {path} is not a GGUF file (missing 'GGUF' magic)")
+        row = st.add_model(s, name=body.name, sha256=sha256_file(path),
+                           size=path.stat().st_size, path=str(path), threads=body.threads,
+                           n_ctx=body.n_ctx)
+        if hub is not None:
+            await hub.push_desired()
+        return {"name": row.name, "sha256": row.sha256, "size": row.size}
+
+    def job_view(s: st.Store, job: Any) -> dict[str, Any]:
+        progress = st.job_progress(s, job_id=job.id)
+        return {"id": job.id, "name": job.name, "state": job.state, "total": job.total,
+                "done": progress.get("done", 0), "failed": progress.get("failed", 0),
+                "leased": progress.get("leased", 0), "pending": progress.get("pending", 0),
+                "created_at": job.created_at.isoformat() + "Z", "spec": job.spec}
+
+    @app.get(f"{API}/jobs")
+    def list_jobs(s: StoreDep) -> list[dict[str, Any]]:
+        return [job_view(s, j) for j in st.list_jobs(s)]
+
+    @app.post(f"{API}/jobs", status_code=201)
+    def create_job(s: StoreDep, body: Annotated[Any, Body()]) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise JobSpecError("the body must be a job spec object (JSON)")
+        return job_view(s, submit_job(s, body))
+
+    @app.get(f"{API}/jobs/{{job_id}}")
+    def get_job(s: StoreDep, job_id: int) -> dict[str, Any]:
+        view = job_view(s, st.get_job(s, job_id=job_id))
+        view["summary"] = job_summary(s, job_id=job_id)
+        return view
+
+    @app.get(f"{API}/jobs/{{job_id}}/results")
+    def job_results(s: StoreDep, job_id: int) -> dict[str, Any]:
+        st.get_job(s, job_id=job_id)
+        return {"job_id": job_id,
+                "summary": job_summary(s, job_id=job_id),
+                "by_node": job_summary(s, job_id=job_id, by_node=True),
+                "items": [item_record(i) for i in st.job_items(s, job_id=job_id)]}
+
+    @app.get("/", response_class=HTMLResponse)
+    def status_page(s: StoreDep) -> str:
+        return render_status_page(nodes=[node_view(n) for n in st.list_nodes(s)],
+                                  jobs=[job_view(s, j) for j in st.list_jobs(s)])
+
+    return app

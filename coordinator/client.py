@@ -1,0 +1,64 @@
+"""A small HTTP client for the coordinator's API, used by the CLI and the demo.
+
+Every call has a timeout; an error answer becomes a `ClientError` carrying the
+server's own explanation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from coordinator.errors import SlmfleetError
+
+
+class ClientError(SlmfleetError):
+    """The coordinator answered with an error, or could not be reached."""
+
+
+class Client:
+    def __init__(self, base_url: str, *, timeout_s: float = 30.0) -> None:
+        self._http = httpx.Client(base_url=base_url.rstrip("/") + "/api/v1",
+                                  timeout=timeout_s)
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ClientError(f"cannot reach the coordinator at {self._http.base_url}: "
+                              f"{exc}; is `slmfleet coordinator` running?") from None
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            raise ClientError(f"{method} {path} failed ({response.status_code}): {detail}")
+        return response.json()
+
+    def health(self) -> dict[str, Any]:
+        return self._call("GET", "/health")  # type: ignore[no-any-return]
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/nodes")  # type: ignore[no-any-return]
+
+    def models(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/models")  # type: ignore[no-any-return]
+
+    def add_model(self, *, name: str, path: str, threads: int = 2,
+                  n_ctx: int = 2048) -> dict[str, Any]:
+        return self._call("POST", "/models",  # type: ignore[no-any-return]
+                          json={"name": name, "path": path, "threads": threads,
+                                "n_ctx": n_ctx})
+
+    def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/jobs", json=spec)  # type: ignore[no-any-return]
+
+    def jobs(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/jobs")  # type: ignore[no-any-return]
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        return self._call("GET", f"/jobs/{job_id}")  # type: ignore[no-any-return]
+
+    def results(self, job_id: int) -> dict[str, Any]:
+        return self._call("GET", f"/jobs/{job_id}/results")  # type: ignore[no-any-return]

@@ -1,0 +1,228 @@
+"""The coordinator's ZeroMQ hub: one ROUTER socket that every agent session talks to.
+
+It admits agents that present the join token, answers heartbeats, streams model chunks,
+leases work items and records results. A malformed message is answered with an error
+and logged; it never stops the hub. Peers that fall silent for `liveness × interval`
+are dropped and must register again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from coordinator import store as st
+from coordinator.db import WorkItemRow, utcnow
+from coordinator.errors import SlmfleetError
+from coordinator.evaluation.tasks import get_task
+from node_agent.errors import ProtocolError
+from node_agent.liveness import peer_alive
+from node_agent.protocol import (
+    PROTOCOL_VERSION,
+    Bye,
+    Chunk,
+    ChunkRequest,
+    DesiredWorkers,
+    ErrorReply,
+    Heartbeat,
+    Metrics,
+    NoWork,
+    Register,
+    Rejected,
+    Welcome,
+    WorkerSpec,
+    WorkLease,
+    WorkRequest,
+    WorkResult,
+    _Msg,
+    decode,
+    encode,
+)
+
+log = logging.getLogger("slmfleet.hub")
+
+
+@dataclass
+class Peer:
+    node_id: int
+    last_seen: float
+
+
+def score_item(item: WorkItemRow, output: str) -> tuple[str | None, dict[str, Any]]:
+    return get_task(item.task).score_item(output, item.reference)
+
+
+class Hub:
+    """Admits agents and serves their requests over one ROUTER socket."""
+
+    def __init__(self, *, store: st.Store, token: str, bind: str,
+                 heartbeat_interval_s: float = 1.0, liveness: int = 3,
+                 lease_s: float = 300.0, context: zmq.asyncio.Context | None = None) -> None:
+        self.store = store
+        self._token = token
+        self.bind = bind
+        self.interval_s = heartbeat_interval_s
+        self.liveness = liveness
+        self.lease_s = lease_s
+        self._context = context or zmq.asyncio.Context.instance()
+        self._socket = self._context.socket(zmq.ROUTER)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        self.port = self._socket.bind_to_random_port(bind.rsplit(":", 1)[0]) \
+            if bind.endswith(":0") else self._bind(bind)
+        self.peers: dict[bytes, Peer] = {}
+        self.rejected_messages = 0
+
+    def _bind(self, bind: str) -> int:
+        self._socket.bind(bind)
+        return int(bind.rsplit(":", 1)[1])
+
+    async def run(self) -> None:
+        ticker = asyncio.create_task(self._tick())
+        try:
+            while True:
+                frames = await self._socket.recv_multipart()
+                await self._handle(frames[0], frames[1:])
+        finally:
+            ticker.cancel()
+            self._socket.close(linger=0)
+
+    async def _send(self, peer: bytes, message: _Msg, data: bytes | None = None) -> None:
+        with contextlib.suppress(zmq.ZMQError):
+            await self._socket.send_multipart([peer, *encode(message, data)])
+
+    async def _handle(self, peer: bytes, frames: list[bytes]) -> None:
+        try:
+            message, _ = decode(frames)
+        except ProtocolError as exc:
+            self.rejected_messages += 1
+            log.warning("rejected a message from peer %s: %s", peer.hex()[:8], exc)
+            await self._send(peer, ErrorReply(code="bad_message", message=str(exc)))
+            return
+        if isinstance(message, Register):
+            await self._register(peer, message)
+            return
+        session = self.peers.get(peer)
+        if session is None:
+            await self._send(peer, Rejected(reason="not registered (or expired); register "
+                                            "again", reregister=True))
+            return
+        session.last_seen = time.monotonic()
+        try:
+            await self._serve(peer, session, message)
+        except SlmfleetError as exc:
+            await self._send(peer, ErrorReply(code=type(exc).__name__, message=str(exc)))
+
+    async def _register(self, peer: bytes, message: Register) -> None:
+        if not hmac.compare_digest(message.token.encode(), self._token.encode()):
+            self.rejected_messages += 1
+            log.warning("refused node %r: wrong join token", message.name)
+            await self._send(peer, Rejected(reason="invalid join token; start the agent with "
+                                            "the coordinator's --token"))
+            return
+        if message.protocol != PROTOCOL_VERSION:
+            await self._send(peer, Rejected(reason=f"protocol {message.protocol} is not "
+                                            f"supported; upgrade to {PROTOCOL_VERSION}"))
+            return
+        node = st.upsert_node(self.store, name=message.name,
+                              facts=message.facts.model_dump(), runtime=message.runtime)
+        for other, session in list(self.peers.items()):
+            if session.node_id == node.id:
+                del self.peers[other]
+        self.peers[peer] = Peer(node_id=node.id, last_seen=time.monotonic())
+        log.info("node %d (%s) registered", node.id, message.name)
+        await self._send(peer, Welcome(node_id=node.id, heartbeat_interval_s=self.interval_s,
+                                       liveness=self.liveness, parent=0))
+        await self._send(peer, self.desired_workers())
+
+    def desired_workers(self) -> DesiredWorkers:
+        return DesiredWorkers(workers=tuple(
+            WorkerSpec(model=m.name, sha256=m.sha256, size=m.size, threads=m.threads,
+                       n_ctx=m.n_ctx) for m in st.models_wanted(self.store)))
+
+    async def push_desired(self) -> None:
+        """Tell every connected agent the current desired workers."""
+        desired = self.desired_workers()
+        for peer in list(self.peers):
+            await self._send(peer, desired)
+
+    async def _serve(self, peer: bytes, session: Peer, message: _Msg) -> None:
+        match message:
+            case Heartbeat():
+                pass
+            case Metrics():
+                st.record_metrics(self.store, node_id=session.node_id,
+                                  metrics=message.metrics.model_dump(),
+                                  workers=[w.model_dump() for w in message.workers])
+            case ChunkRequest():
+                await self._send_chunk(peer, message)
+            case WorkRequest():
+                item = st.lease_next(self.store, model=message.model, node_id=session.node_id,
+                                     lease_s=self.lease_s)
+                if item is None:
+                    await self._send(peer, NoWork(model=message.model, retry_after_s=0.5))
+                else:
+                    await self._send(peer, WorkLease(
+                        lease_id=item.lease_id or "", item_id=item.id, model=item.model,
+                        prompt=item.prompt, stop=tuple(item.params["stop"]),
+                        max_tokens=item.params["max_tokens"],
+                        temperature=item.params["temperature"], seed=item.params["seed"],
+                        lease_s=self.lease_s))
+            case WorkResult():
+                accepted = st.complete_item(
+                    self.store, item_id=message.item_id, lease_id=message.lease_id,
+                    node_id=session.node_id, output=message.output,
+                    measurement=message.measurement.model_dump()
+                    if message.measurement else None,
+                    error=message.error, scorer=score_item)
+                if not accepted:
+                    log.info("discarded a stale result for item %d", message.item_id)
+            case Bye():
+                st.mark_left(self.store, node_id=session.node_id)
+                del self.peers[peer]
+            case _:
+                await self._send(peer, ErrorReply(
+                    code="unexpected", message=f"{type(message).__name__} is not accepted "
+                    "by the coordinator"))
+
+    async def _send_chunk(self, peer: bytes, request: ChunkRequest) -> None:
+        model = st.model_by_sha(self.store, sha256=request.sha256)
+        if model is None:
+            await self._send(peer, ErrorReply(code="unknown_model",
+                                              message=f"no model with sha256 {request.sha256}"))
+            return
+        data = await asyncio.to_thread(_read_range, model.path, request.offset, request.length)
+        await self._send(peer, Chunk(sha256=model.sha256, offset=request.offset,
+                                     total_size=model.size), data)
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            now = time.monotonic()
+            seen: dict[int, Any] = {}
+            for peer, session in list(self.peers.items()):
+                if not peer_alive(last_seen=session.last_seen, now=now,
+                                  interval_s=self.interval_s, liveness=self.liveness):
+                    log.warning("node %d fell silent; dropped", session.node_id)
+                    del self.peers[peer]
+                    continue
+                seen[session.node_id] = utcnow()
+                await self._send(peer, Heartbeat(seq=int(now)))
+            st.touch_nodes(self.store, seen=seen)
+            requeued = st.requeue_expired(self.store)
+            if requeued:
+                log.warning("requeued %d work items whose lease expired", requeued)
+
+
+def _read_range(path: str, offset: int, length: int) -> bytes:
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        return handle.read(length)

@@ -1,0 +1,61 @@
+"""Submitting a job: validate the spec against what exists, then expand it into work items.
+
+A job is models × tasks × dataset items × repeats. Everything is checked first —
+unknown models, datasets and tasks are refused with the nearest names — so a bad spec
+stores nothing. Each work item carries its rendered prompt and its reference answer.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from coordinator import store as st
+from coordinator.datasets.loader import Dataset, builtin_names, load_builtin
+from coordinator.db import JobRow
+from coordinator.errors import DatasetError, JobSpecError
+from coordinator.evaluation.tasks import get_task
+from coordinator.jobspec import JobSpec, parse_job_spec
+
+
+def resolve_dataset(ref: str) -> Dataset:
+    """The dataset a job spec names: `builtin:NAME` for now."""
+    try:
+        return load_builtin(ref)
+    except DatasetError as exc:
+        raise JobSpecError(f"dataset '{ref}': {exc} (built-in: "
+                           f"{', '.join('builtin:' + n for n in builtin_names())})") from None
+
+
+def submit_job(store: st.Store, raw: Any) -> JobRow:
+    """Validate `raw` (mapping or YAML/JSON text) and store the job with all its items."""
+    spec = raw if isinstance(raw, JobSpec) else parse_job_spec(raw)
+    known = {m.name for m in st.list_models(store)}
+    for model in spec.models:
+        if model not in known:
+            near = difflib.get_close_matches(model, list(known), n=3)
+            hint = f"; did you mean {', '.join(near)}?" if near else ""
+            raise JobSpecError(f"models: unknown model '{model}'{hint} Register it first with "
+                               "POST /api/v1/models (registered: "
+                               f"{', '.join(sorted(known)) or 'none'})")
+    items: list[st.NewWorkItem] = []
+    for task_spec in spec.tasks:
+        task = get_task(task_spec.task)
+        dataset = resolve_dataset(task_spec.dataset)
+        if dataset.task != task.name:
+            raise JobSpecError(f"tasks: dataset '{task_spec.dataset}' is a {dataset.task} "
+                               f"dataset, not {task.name}")
+        limit = task_spec.limit or spec.limit
+        planned = task.plan(dataset, limit=limit, seed=spec.params.seed)
+        for model in spec.models:
+            for repeat in range(spec.repeats):
+                params = {**spec.params.model_dump(), "stop": []}
+                for p in planned:
+                    items.append(st.NewWorkItem(
+                        model=model, task=task.name, dataset=dataset.ref, item_key=p.item_key,
+                        repeat=repeat, prompt=p.prompt, reference=p.reference,
+                        params={**params, "stop": list(p.stop),
+                                "seed": spec.params.seed + repeat}))
+    if not items:
+        raise JobSpecError("the job has no work items: its datasets have no test items")
+    return st.create_job(store, name=spec.name, spec=spec.model_dump(), items=items)

@@ -1,0 +1,64 @@
+"""The job spec: which models run which tasks on which datasets, with what parameters.
+
+Parsed from YAML or JSON into a frozen pydantic model; every error names the field
+and how to fix it, and nothing is stored until the whole spec is valid.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from coordinator.errors import JobSpecError
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TaskSpec(_Spec):
+    task: str = Field(min_length=1)
+    dataset: str = Field(min_length=1, description="builtin:NAME or a registered dataset")
+    limit: int | None = Field(default=None, ge=1)
+
+
+class Params(_Spec):
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    seed: int = 42
+    max_tokens: int = Field(default=16, ge=1, le=4096)
+    n_ctx: int = Field(default=2048, ge=128, le=131072)
+
+
+class JobSpec(_Spec):
+    name: str = Field(min_length=1, max_length=128)
+    models: list[str] = Field(min_length=1)
+    tasks: list[TaskSpec] = Field(min_length=1)
+    params: Params = Params()
+    repeats: int = Field(default=1, ge=1, le=100)
+    limit: int | None = Field(default=None, ge=1, description="items per task")
+
+
+def parse_job_spec(data: Any) -> JobSpec:
+    """Validate a mapping (or YAML/JSON text) as a job spec; JobSpecError on any problem."""
+    if isinstance(data, str | bytes):
+        try:
+            data = yaml.safe_load(data)
+        except yaml.YAMLError as exc:
+            raise JobSpecError(f"job spec is not valid YAML/JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise JobSpecError("job spec must be a mapping with keys name, models, tasks "
+                           f"(got {type(data).__name__})")
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'spec'}: {err['msg']}"
+            for err in exc.errors())
+        raise JobSpecError(f"invalid job spec: {problems}") from None
+
+
+def dump_job_spec(spec: JobSpec) -> str:
+    return json.dumps(spec.model_dump(), indent=2)

@@ -1,0 +1,29 @@
+"""A node's state, derived from its last heartbeat by a pure function.
+
+    joining ──register──▶ ready ◀──idle── busy
+                           │  ▲             ▲
+        silent > liveness×interval │  │ heard again    │ a worker is busy
+                           ▼  │
+                        unreachable          left (sent "bye")
+
+`busy` means at least one worker is serving a request; `left` is a node that said bye.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Literal
+
+NodeState = Literal["ready", "busy", "unreachable", "left"]
+
+
+def node_state(*, last_seen: datetime, now: datetime, left: bool, interval_s: float,
+               liveness: int, workers: Sequence[dict[str, Any]]) -> NodeState:
+    if left:
+        return "left"
+    if (now - last_seen).total_seconds() >= interval_s * liveness:
+        return "unreachable"
+    if any(w.get("state") == "busy" for w in workers):
+        return "busy"
+    return "ready"

@@ -1,0 +1,228 @@
+"""The coordinator's store operations: nodes, models, jobs, leases and results.
+
+Functions take a `Store` and keyword-only arguments; each runs in its own transaction.
+Results are accepted exactly once: only for the live lease of a leased item; late or
+duplicate results are discarded and counted.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from coordinator.db import JobRow, ModelRow, NodeRow, WorkItemRow, make_engine, utcnow
+from coordinator.errors import ModelError, NotFoundError
+
+
+class Store:
+    """The SQL store behind the coordinator (SQLite by default)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self.session: sessionmaker[Session] = sessionmaker(self.engine,
+                                                           expire_on_commit=False)
+        self.discarded_results = 0
+
+
+# --- nodes --------------------------------------------------------------------------
+
+
+def upsert_node(store: Store, *, name: str, facts: dict[str, Any], runtime: str) -> NodeRow:
+    """Register a node by name; a returning node keeps its id (its overlay position)."""
+    with store.session.begin() as s:
+        node = s.scalar(select(NodeRow).where(NodeRow.name == name))
+        if node is None:
+            node = NodeRow(name=name, facts=facts, runtime=runtime)
+            s.add(node)
+        else:
+            node.facts, node.runtime, node.left = facts, runtime, False
+        node.last_seen = utcnow()
+        s.flush()
+        return node
+
+
+def touch_nodes(store: Store, *, seen: dict[int, datetime]) -> None:
+    if not seen:
+        return
+    with store.session.begin() as s:
+        for node_id, when in seen.items():
+            s.execute(update(NodeRow).where(NodeRow.id == node_id).values(last_seen=when))
+
+
+def record_metrics(store: Store, *, node_id: int, metrics: dict[str, Any],
+                   workers: list[dict[str, Any]]) -> None:
+    with store.session.begin() as s:
+        s.execute(update(NodeRow).where(NodeRow.id == node_id)
+                  .values(metrics=metrics, workers=workers, last_seen=utcnow()))
+
+
+def mark_left(store: Store, *, node_id: int) -> None:
+    with store.session.begin() as s:
+        s.execute(update(NodeRow).where(NodeRow.id == node_id).values(left=True))
+
+
+def list_nodes(store: Store) -> list[NodeRow]:
+    with store.session() as s:
+        return list(s.scalars(select(NodeRow).order_by(NodeRow.id)))
+
+
+# --- models -------------------------------------------------------------------------
+
+
+def add_model(store: Store, *, name: str, sha256: str, size: int, path: str,
+              threads: int, n_ctx: int) -> ModelRow:
+    with store.session.begin() as s:
+        existing = s.get(ModelRow, name)
+        if existing is not None:
+            if existing.sha256 != sha256:
+                raise ModelError(f"a model named '{name}' is already registered with another "
+                                 "file; choose a new name")
+            return existing
+        clash = s.scalar(select(ModelRow).where(ModelRow.sha256 == sha256))
+        if clash is not None:
+            raise ModelError(f"this file is already registered as '{clash.name}'")
+        row = ModelRow(name=name, sha256=sha256, size=size, path=path, threads=threads,
+                       n_ctx=n_ctx)
+        s.add(row)
+        return row
+
+
+def list_models(store: Store) -> list[ModelRow]:
+    with store.session() as s:
+        return list(s.scalars(select(ModelRow).order_by(ModelRow.name)))
+
+
+def model_by_sha(store: Store, *, sha256: str) -> ModelRow | None:
+    with store.session() as s:
+        return s.scalar(select(ModelRow).where(ModelRow.sha256 == sha256))
+
+
+# --- jobs and work items ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewWorkItem:
+    model: str
+    task: str
+    dataset: str
+    item_key: str
+    repeat: int
+    prompt: str
+    reference: dict[str, Any]
+    params: dict[str, Any]
+
+
+def create_job(store: Store, *, name: str, spec: dict[str, Any],
+               items: list[NewWorkItem]) -> JobRow:
+    with store.session.begin() as s:
+        job = JobRow(name=name, spec=spec, total=len(items))
+        s.add(job)
+        s.flush()
+        s.add_all(WorkItemRow(job_id=job.id, model=i.model, task=i.task, dataset=i.dataset,
+                              item_key=i.item_key, repeat=i.repeat, prompt=i.prompt,
+                              reference=i.reference, params=i.params) for i in items)
+        return job
+
+
+def get_job(store: Store, *, job_id: int) -> JobRow:
+    with store.session() as s:
+        job = s.get(JobRow, job_id)
+        if job is None:
+            raise NotFoundError(f"no job with id {job_id}; list jobs with GET /api/v1/jobs")
+        return job
+
+
+def list_jobs(store: Store) -> list[JobRow]:
+    with store.session() as s:
+        return list(s.scalars(select(JobRow).order_by(JobRow.id.desc())))
+
+
+def job_progress(store: Store, *, job_id: int) -> dict[str, int]:
+    with store.session() as s:
+        rows = s.execute(select(WorkItemRow.status, func.count())
+                         .where(WorkItemRow.job_id == job_id)
+                         .group_by(WorkItemRow.status)).all()
+    return {status: count for status, count in rows}
+
+
+def job_items(store: Store, *, job_id: int) -> list[WorkItemRow]:
+    with store.session() as s:
+        return list(s.scalars(select(WorkItemRow).where(WorkItemRow.job_id == job_id)
+                              .order_by(WorkItemRow.id)))
+
+
+def lease_next(store: Store, *, model: str, node_id: int, lease_s: float) -> WorkItemRow | None:
+    """Lease the oldest pending item of a running job for `model`, or None."""
+    with store.session.begin() as s:
+        item = s.scalar(
+            select(WorkItemRow).join(JobRow, JobRow.id == WorkItemRow.job_id)
+            .where(WorkItemRow.model == model, WorkItemRow.status == "pending",
+                   JobRow.state == "running")
+            .order_by(WorkItemRow.job_id, WorkItemRow.id).limit(1))
+        if item is None:
+            return None
+        item.status = "leased"
+        item.lease_id = uuid.uuid4().hex
+        item.lease_node = node_id
+        item.lease_deadline = utcnow() + timedelta(seconds=lease_s)
+        item.attempts += 1
+        return item
+
+
+Scorer = Callable[[WorkItemRow, str], tuple[str | None, dict[str, Any]]]
+
+
+def complete_item(store: Store, *, item_id: int, lease_id: str, node_id: int, output: str,
+                  measurement: dict[str, Any] | None, error: str | None,
+                  scorer: Scorer) -> bool:
+    """Record a result for the item's live lease; False (and counted) if stale or duplicate."""
+    with store.session.begin() as s:
+        item = s.get(WorkItemRow, item_id)
+        if item is None or item.status != "leased" or item.lease_id != lease_id:
+            store.discarded_results += 1
+            return False
+        item.lease_id, item.lease_deadline = None, None
+        if error is not None:
+            item.status = "pending" if item.attempts < 3 else "failed"
+            item.error = error
+            return True
+        item.prediction, item.score = scorer(item, output)
+        item.status, item.output, item.node_id = "done", output, node_id
+        item.error = None
+        item.finished_at = utcnow()
+        for key, value in (measurement or {}).items():
+            setattr(item, key, value)
+        _finish_job_if_done(s, job_id=item.job_id)
+        return True
+
+
+def _finish_job_if_done(s: Session, *, job_id: int) -> None:
+    open_items = s.scalar(select(func.count()).where(
+        WorkItemRow.job_id == job_id, WorkItemRow.status.in_(("pending", "leased"))))
+    if open_items == 0:
+        job = s.get(JobRow, job_id)
+        if job is not None and job.state == "running":
+            job.state, job.finished_at = "finished", utcnow()
+
+
+def requeue_expired(store: Store, *, now: datetime | None = None) -> int:
+    """Return expired leases to the queue; the number requeued."""
+    with store.session.begin() as s:
+        result = s.execute(update(WorkItemRow)
+                           .where(WorkItemRow.status == "leased",
+                                  WorkItemRow.lease_deadline < (now or utcnow()))
+                           .values(status="pending", lease_id=None, lease_deadline=None,
+                                   lease_node=None))
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def models_wanted(store: Store) -> list[ModelRow]:
+    """Every registered model is deployed to every node (placement comes with the scheduler)."""
+    return list_models(store)

@@ -1,0 +1,373 @@
+"""The node agent: joins the coordinator, keeps its workers as desired, and runs leased work.
+
+One asyncio process per node. A session registers over a ZeroMQ DEALER socket, then
+exchanges heartbeats both ways; when the coordinator falls silent for
+`liveness × interval` the session ends, and the agent reconnects with capped backoff
+and registers again. Workers, the model store and the reconcile loop outlive sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket as pysocket
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import zmq
+import zmq.asyncio
+
+from node_agent import hardware
+from node_agent.errors import AgentError, ModelStoreError, ProtocolError, WorkerError
+from node_agent.liveness import backoff_delay, peer_alive
+from node_agent.model_store import ModelStore
+from node_agent.protocol import (
+    PROTOCOL_VERSION,
+    Bye,
+    Chunk,
+    ChunkRequest,
+    DesiredWorkers,
+    ErrorReply,
+    Heartbeat,
+    Measurement,
+    Metrics,
+    NoWork,
+    Register,
+    Rejected,
+    Welcome,
+    WorkerSpec,
+    WorkerStatus,
+    WorkLease,
+    WorkRequest,
+    WorkResult,
+    _Msg,
+    decode,
+    encode,
+)
+from node_agent.reconcile import Download, ObservedWorker, Start, Stop, plan
+from node_agent.runtime import CompletionRequest, ProcessRuntime, WorkerHandle, WorkerRuntime
+
+log = logging.getLogger("slmfleet.agent")
+
+CHUNK_BYTES = 1 << 20
+CHUNK_WINDOW = 8
+
+
+class RegistrationRefused(AgentError):
+    """The coordinator refused this agent (wrong token or protocol); retrying will not help."""
+
+
+@dataclass
+class AgentConfig:
+    coordinator: str
+    token: str
+    cache_dir: Path
+    name: str = field(default_factory=pysocket.gethostname)
+    threads: int = 2
+    heartbeat_interval_s: float = 1.0
+    liveness: int = 3
+    metrics_interval_s: float = 2.0
+    worker_start_timeout_s: float = 300.0
+    request_timeout_s: float = 600.0
+
+
+@dataclass
+class _Worker:
+    spec: WorkerSpec
+    state: str = "starting"
+    handle: WorkerHandle | None = None
+    task: asyncio.Task[None] | None = None
+
+
+class Agent:
+    """One node of the fleet."""
+
+    def __init__(self, config: AgentConfig, *, runtime: WorkerRuntime | None = None) -> None:
+        self.config = config
+        self._context = zmq.asyncio.Context()
+        self._runtime = runtime or ProcessRuntime(context=self._context,
+                                                  run_dir=config.cache_dir / "run")
+        self.store = ModelStore(config.cache_dir / "models")
+        self._socket: zmq.asyncio.Socket | None = None
+        self._connected = asyncio.Event()
+        self._last_seen = 0.0
+        self._interval = config.heartbeat_interval_s
+        self._liveness = config.liveness
+        self.node_id: int | None = None
+        self._desired: dict[str, WorkerSpec] = {}
+        self._workers: dict[str, _Worker] = {}
+        self._downloads: dict[str, asyncio.Task[None]] = {}
+        self._download_progress: dict[str, int] = {}
+        self._chunks: dict[str, asyncio.Queue[tuple[Chunk, bytes]]] = {}
+        self._replies: dict[str, asyncio.Queue[WorkLease | NoWork]] = {}
+        self._backoff_until: dict[str, float] = {}
+        self._failures: dict[str, int] = {}
+        self._wake = asyncio.Event()
+        self._facts = hardware.hardware_facts(model_dir=config.cache_dir)
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until cancelled or refused; reconnects with backoff when the link dies."""
+        background = [asyncio.create_task(self._reconcile_loop()),
+                      asyncio.create_task(self._metrics_loop())]
+        attempt = 0
+        try:
+            while True:
+                welcomed = await self._session()
+                attempt = 0 if welcomed else attempt + 1
+                delay = backoff_delay(attempt)
+                log.warning("lost the coordinator; reconnecting in %.1f s", delay)
+                await asyncio.sleep(delay)
+        finally:
+            await self._send(Bye(), wait=False)
+            for task in background:
+                task.cancel()
+            for worker in list(self._workers.values()):
+                await self._stop_worker(worker)
+            if self._socket is not None:
+                self._socket.close(linger=200)
+            self._context.term()
+
+    async def _session(self) -> bool:
+        host = self.config.coordinator
+        sock = self._context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.ROUTING_ID, uuid.uuid4().bytes)
+        sock.connect(f"tcp://{host}")
+        self._socket = sock
+        welcomed = False
+        await sock.send_multipart(encode(Register(
+            protocol=PROTOCOL_VERSION, token=self.config.token, name=self.config.name,
+            facts=self._facts)))
+        self._last_seen = time.monotonic()
+        heartbeat = asyncio.create_task(self._heartbeat_loop())
+        try:
+            while peer_alive(last_seen=self._last_seen, now=time.monotonic(),
+                             interval_s=self._interval, liveness=self._liveness * 2
+                             if not welcomed else self._liveness):
+                if not await sock.poll(timeout=int(self._interval * 1000)):
+                    continue
+                frames = await sock.recv_multipart()
+                self._last_seen = time.monotonic()
+                try:
+                    message, data = decode(frames)
+                except ProtocolError as exc:
+                    log.warning("dropped a bad message from the coordinator: %s", exc)
+                    continue
+                match message:
+                    case Welcome():
+                        welcomed = True
+                        self.node_id = message.node_id
+                        self._interval = message.heartbeat_interval_s
+                        self._liveness = message.liveness
+                        self._connected.set()
+                        log.info("registered as node %d", message.node_id)
+                    case Rejected(reregister=False):
+                        raise RegistrationRefused(f"the coordinator refused this agent: "
+                                                  f"{message.reason}")
+                    case Rejected():
+                        log.info("coordinator asks to register again: %s", message.reason)
+                        return welcomed
+                    case _:
+                        self._dispatch(message, data)
+            return welcomed
+        finally:
+            self._connected.clear()
+            heartbeat.cancel()
+            for queue in self._replies.values():
+                _drain(queue)
+            sock.close(linger=0)
+            self._socket = None
+
+    def _dispatch(self, message: _Msg, data: bytes | None) -> None:
+        match message:
+            case Heartbeat():
+                pass
+            case DesiredWorkers():
+                self._desired = {w.model: w for w in message.workers}
+                self._wake.set()
+            case Chunk():
+                assert data is not None  # decode() guarantees a data frame for chunks
+                self._chunks.setdefault(message.sha256, asyncio.Queue()).put_nowait(
+                    (message, data))
+            case WorkLease() | NoWork():
+                self._replies.setdefault(message.model, asyncio.Queue()).put_nowait(message)
+            case ErrorReply():
+                log.warning("coordinator error %s: %s", message.code, message.message)
+            case _:
+                log.warning("ignored unexpected %s message", type(message).__name__)
+
+    async def _send(self, message: _Msg, *, wait: bool = True) -> bool:
+        if wait:
+            await self._connected.wait()
+        sock = self._socket
+        if sock is None:
+            return False
+        await sock.send_multipart(encode(message))
+        return True
+
+    async def _heartbeat_loop(self) -> None:
+        seq = 0
+        while True:
+            await asyncio.sleep(self._interval)
+            if self._connected.is_set():
+                await self._send(Heartbeat(seq=seq), wait=False)
+                seq += 1
+
+    async def _metrics_loop(self) -> None:
+        while True:
+            await self._send(Metrics(
+                metrics=hardware.node_metrics(model_dir=self.config.cache_dir),
+                workers=self.worker_statuses()))
+            await asyncio.sleep(self.config.metrics_interval_s)
+
+    def worker_statuses(self) -> tuple[WorkerStatus, ...]:
+        statuses = [WorkerStatus(model=m, state="downloading",
+                                 downloaded=self._download_progress.get(s.sha256, 0))
+                    for m, s in self._desired.items()
+                    if s.sha256 in self._downloads and m not in self._workers]
+        for model, worker in self._workers.items():
+            rss = worker.handle.rss_mb() if worker.handle else 0.0
+            statuses.append(WorkerStatus(model=model, state=worker.state,  # type: ignore[arg-type]
+                                         rss_mb=rss))
+        return tuple(statuses)
+
+    # --- reconcile --------------------------------------------------------------------
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            now = time.monotonic()
+            observed = {m: ObservedWorker(spec=w.spec, state=w.state,  # type: ignore[arg-type]
+                                          alive=w.handle.alive() if w.handle else
+                                          w.state == "starting")
+                        for m, w in self._workers.items()}
+            stored = frozenset(s.sha256 for s in self._desired.values()
+                               if self.store.has(s.sha256))
+            actions = plan(desired=self._desired, observed=observed, stored=stored,
+                           downloading=frozenset(self._downloads),
+                           backing_off=frozenset(m for m, t in self._backoff_until.items()
+                                                 if t > now))
+            for action in actions:
+                match action:
+                    case Stop(model):
+                        await self._stop_worker(self._workers.pop(model))
+                    case Download(spec):
+                        self._downloads[spec.sha256] = asyncio.create_task(
+                            self._download(spec))
+                    case Start(spec):
+                        worker = _Worker(spec=spec)
+                        self._workers[spec.model] = worker
+                        worker.task = asyncio.create_task(self._run_worker(worker))
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+
+    def _fail(self, model: str, reason: str) -> None:
+        count = self._failures.get(model, 0)
+        self._failures[model] = count + 1
+        delay = backoff_delay(count)
+        self._backoff_until[model] = time.monotonic() + delay
+        log.error("%s; retrying in %.0f s", reason, delay)
+
+    async def _download(self, spec: WorkerSpec) -> None:
+        queue = self._chunks.setdefault(spec.sha256, asyncio.Queue())
+        try:
+            offset = self.store.received(spec.sha256)
+            while offset < spec.size:
+                _drain(queue)
+                requested = offset
+                inflight = 0
+                try:
+                    while offset < spec.size:
+                        while inflight < CHUNK_WINDOW and requested < spec.size:
+                            length = min(CHUNK_BYTES, spec.size - requested)
+                            await self._send(ChunkRequest(sha256=spec.sha256, offset=requested,
+                                                          length=length))
+                            requested += length
+                            inflight += 1
+                        chunk, data = await asyncio.wait_for(
+                            queue.get(), timeout=self._interval * self._liveness * 2)
+                        inflight -= 1
+                        offset = self.store.write_chunk(spec.sha256, offset=chunk.offset,
+                                                        data=data, total_size=spec.size)
+                        self._download_progress[spec.sha256] = offset
+                except (TimeoutError, ModelStoreError) as exc:
+                    log.warning("download of %s stalled (%s); resuming", spec.model, exc)
+                    offset = self.store.received(spec.sha256)
+            self.store.finish(spec.sha256)
+            log.info("model %s stored (%d bytes, sha256 verified)", spec.model, spec.size)
+        except ModelStoreError as exc:
+            self._fail(spec.model, f"download of {spec.model} failed: {exc}")
+        finally:
+            self._downloads.pop(spec.sha256, None)
+            self._chunks.pop(spec.sha256, None)
+            self._wake.set()
+
+    async def _run_worker(self, worker: _Worker) -> None:
+        spec = worker.spec
+        try:
+            worker.handle = await self._runtime.start(
+                model=spec.model, path=self.store.path(spec.sha256), threads=spec.threads,
+                n_ctx=spec.n_ctx, timeout_s=self.config.worker_start_timeout_s)
+        except WorkerError as exc:
+            worker.state = "failed"
+            self._fail(spec.model, str(exc))
+            return
+        worker.state = "ready"
+        self._failures.pop(spec.model, None)
+        log.info("worker for %s ready", spec.model)
+        await self._work_loop(worker, worker.handle)
+
+    async def _work_loop(self, worker: _Worker, handle: WorkerHandle) -> None:
+        model = worker.spec.model
+        replies = self._replies.setdefault(model, asyncio.Queue())
+        while handle.alive():
+            await self._send(WorkRequest(model=model, slots=1))
+            try:
+                reply = await asyncio.wait_for(replies.get(), timeout=5.0)
+            except TimeoutError:
+                continue
+            if isinstance(reply, NoWork):
+                await asyncio.sleep(reply.retry_after_s)
+                continue
+            worker.state = "busy"
+            result = await self._execute(handle, reply)
+            worker.state = "ready" if handle.alive() else "failed"
+            await self._send(result)
+        worker.state = "failed"
+        self._wake.set()
+
+    async def _execute(self, handle: WorkerHandle, lease: WorkLease) -> WorkResult:
+        request = CompletionRequest(prompt=lease.prompt, stop=lease.stop,
+                                    max_tokens=lease.max_tokens,
+                                    temperature=lease.temperature, seed=lease.seed)
+        try:
+            done = await handle.complete(request, timeout_s=min(lease.lease_s,
+                                                                self.config.request_timeout_s))
+        except WorkerError as exc:
+            return WorkResult(lease_id=lease.lease_id, item_id=lease.item_id, output="",
+                              measurement=None, error=str(exc))
+        return WorkResult(
+            lease_id=lease.lease_id, item_id=lease.item_id, output=done.text,
+            measurement=Measurement(
+                ttft_s=done.ttft_s, tpot_s=done.tpot_s, e2e_s=done.e2e_s,
+                prompt_tokens=done.prompt_tokens, completion_tokens=done.completion_tokens,
+                tokens_per_s=done.tokens_per_s, peak_rss_mb=done.peak_rss_mb,
+                cpu_temp_c=hardware.read_cpu_temp_c()))
+
+    async def _stop_worker(self, worker: _Worker) -> None:
+        if worker.task is not None:
+            worker.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await worker.task
+        if worker.handle is not None:
+            await worker.handle.stop()
+
+
+def _drain(queue: asyncio.Queue[object]) -> None:
+    while not queue.empty():
+        queue.get_nowait()

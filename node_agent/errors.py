@@ -1,0 +1,17 @@
+"""Errors raised by the node agent and its workers: one hierarchy for the agent side."""
+
+
+class AgentError(Exception):
+    """Base class of every error the node agent raises on purpose."""
+
+
+class ProtocolError(AgentError):
+    """A wire message could not be decoded or validated."""
+
+
+class ModelStoreError(AgentError):
+    """A model download failed, or a file did not match its sha256."""
+
+
+class WorkerError(AgentError):
+    """A llama.cpp worker failed to start or to answer a request."""

@@ -1,0 +1,80 @@
+"""The node's model store: GGUF files kept by sha256 in the agent's own cache directory.
+
+Files arrive in chunks written at their offsets into `<sha>.part`; a download resumes
+from the part file's size; a finished file is verified against its sha256 before it is
+renamed into place, so a model in the store is always whole and correct.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from node_agent.errors import ModelStoreError
+
+GGUF_MAGIC = b"GGUF"
+
+
+def sha256_file(path: Path, *, block: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while data := handle.read(block):
+            digest.update(data)
+    return digest.hexdigest()
+
+
+class ModelStore:
+    """A directory of verified model files named by their sha256."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, sha256: str) -> Path:
+        return self.root / f"{sha256}.gguf"
+
+    def _part(self, sha256: str) -> Path:
+        return self.root / f"{sha256}.part"
+
+    def has(self, sha256: str) -> bool:
+        return self.path(sha256).exists()
+
+    def received(self, sha256: str) -> int:
+        """Bytes of `sha256` already on disk: where a download resumes."""
+        if self.has(sha256):
+            return self.path(sha256).stat().st_size
+        part = self._part(sha256)
+        return part.stat().st_size if part.exists() else 0
+
+    def write_chunk(self, sha256: str, *, offset: int, data: bytes, total_size: int) -> int:
+        """Write one chunk; return the contiguous bytes now held. Out-of-order chunks fail."""
+        held = self.received(sha256)
+        if offset != held:
+            raise ModelStoreError(f"chunk at offset {offset} for {sha256[:12]} does not "
+                                  f"continue the {held} bytes held")
+        if offset + len(data) > total_size:
+            raise ModelStoreError(f"chunk for {sha256[:12]} runs past the file size {total_size}")
+        try:
+            with self._part(sha256).open("ab") as handle:
+                handle.write(data)
+        except OSError as exc:
+            raise ModelStoreError(f"cannot write model {sha256[:12]} into {self.root}: "
+                                  f"{exc.strerror}; free disk space or move the cache") from exc
+        return offset + len(data)
+
+    def finish(self, sha256: str) -> Path:
+        """Verify the completed part file and move it into place."""
+        part = self._part(sha256)
+        actual = sha256_file(part)
+        if actual != sha256:
+            part.unlink(missing_ok=True)
+            raise ModelStoreError(f"model download is corrupt: sha256 {actual[:12]} != "
+                                  f"expected {sha256[:12]}; it was discarded and will be "
+                                  "fetched again")
+        with part.open("rb") as handle:
+            if handle.read(4) != GGUF_MAGIC:
+                part.unlink(missing_ok=True)
+                raise ModelStoreError(f"model {sha256[:12]} is not a GGUF file")
+        os.replace(part, self.path(sha256))
+        return self.path(sha256)

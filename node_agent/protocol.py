@@ -1,0 +1,222 @@
+"""The wire protocol between node agents and the coordinator, shared by both sides.
+
+Every message is a frozen, strictly validated pydantic model with a `type` tag; the
+tagged union `Message` is what travels. A message is one JSON frame, optionally
+followed by one binary frame (model chunks). `decode` turns frames back into a
+message or raises `ProtocolError` with the reason; it never lets bad input through.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, NewType
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from node_agent.errors import ProtocolError
+from node_agent.hardware import HardwareFacts, NodeMetrics
+
+PROTOCOL_VERSION = 1
+MAX_JSON_FRAME = 4 * 1024 * 1024
+
+NodeId = NewType("NodeId", int)
+LeaseId = NewType("LeaseId", str)
+WorkItemId = NewType("WorkItemId", int)
+
+
+class _Msg(BaseModel):
+    model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
+
+
+class WorkerSpec(_Msg):
+    """One llama.cpp worker the coordinator wants running on a node."""
+
+    model: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0)
+    threads: int = Field(ge=1, le=64)
+    n_ctx: int = Field(ge=64, le=131072)
+
+
+class WorkerStatus(_Msg):
+    """What an agent observes of one of its workers."""
+
+    model: str
+    state: Literal["downloading", "starting", "ready", "busy", "failed"]
+    detail: str = ""
+    downloaded: int = 0
+    rss_mb: float = 0.0
+
+
+class Measurement(_Msg):
+    """Timings and resource use of one completion, measured on the node."""
+
+    ttft_s: float = Field(ge=0)
+    tpot_s: float = Field(ge=0)
+    e2e_s: float = Field(ge=0)
+    prompt_tokens: int = Field(ge=0)
+    completion_tokens: int = Field(ge=0)
+    tokens_per_s: float = Field(ge=0)
+    peak_rss_mb: float = Field(ge=0)
+    cpu_temp_c: float | None = None
+
+
+# --- agent -> coordinator -------------------------------------------------------------
+
+
+class Register(_Msg):
+    type: Literal["register"] = "register"
+    protocol: int
+    token: str
+    name: str = Field(min_length=1, max_length=128)
+    facts: HardwareFacts
+    runtime: Literal["process", "docker"] = "process"
+
+
+class Heartbeat(_Msg):
+    """Sent both ways on a short interval; any message also counts as a sign of life."""
+
+    type: Literal["heartbeat"] = "heartbeat"
+    seq: int = Field(ge=0)
+
+
+class Metrics(_Msg):
+    type: Literal["metrics"] = "metrics"
+    metrics: NodeMetrics
+    workers: tuple[WorkerStatus, ...] = ()
+
+
+class ChunkRequest(_Msg):
+    type: Literal["chunk_request"] = "chunk_request"
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    offset: int = Field(ge=0)
+    length: int = Field(ge=1, le=8 * 1024 * 1024)
+
+
+class WorkRequest(_Msg):
+    type: Literal["work_request"] = "work_request"
+    model: str
+    slots: int = Field(ge=1, le=64)
+
+
+class WorkResult(_Msg):
+    type: Literal["work_result"] = "work_result"
+    lease_id: str
+    item_id: int
+    output: str
+    measurement: Measurement | None
+    error: str | None = None
+
+
+class Bye(_Msg):
+    """The agent's last message, sent when it stops on purpose."""
+
+    type: Literal["bye"] = "bye"
+
+
+# --- coordinator -> agent -------------------------------------------------------------
+
+
+class Welcome(_Msg):
+    type: Literal["welcome"] = "welcome"
+    node_id: int = Field(ge=1)
+    heartbeat_interval_s: float = Field(gt=0)
+    liveness: int = Field(ge=1)
+    parent: int | None = None
+    neighbours: tuple[int, ...] = ()
+
+
+class Rejected(_Msg):
+    """Registration refused, or a message from a peer that is not registered."""
+
+    type: Literal["rejected"] = "rejected"
+    reason: str
+    reregister: bool = False
+
+
+class DesiredWorkers(_Msg):
+    type: Literal["desired_workers"] = "desired_workers"
+    workers: tuple[WorkerSpec, ...]
+
+
+class Chunk(_Msg):
+    """Header of a model chunk; the bytes follow in the next frame."""
+
+    type: Literal["chunk"] = "chunk"
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    offset: int = Field(ge=0)
+    total_size: int = Field(ge=0)
+
+
+class WorkLease(_Msg):
+    type: Literal["work_lease"] = "work_lease"
+    lease_id: str
+    item_id: int
+    model: str
+    prompt: str
+    stop: tuple[str, ...]
+    max_tokens: int = Field(ge=1)
+    temperature: float = Field(ge=0)
+    seed: int
+    lease_s: float = Field(gt=0)
+
+
+class NoWork(_Msg):
+    type: Literal["no_work"] = "no_work"
+    model: str
+    retry_after_s: float = Field(ge=0)
+
+
+class ErrorReply(_Msg):
+    """The peer's message was understood but could not be acted on."""
+
+    type: Literal["error"] = "error"
+    code: str
+    message: str
+
+
+Message = Annotated[
+    Register
+    | Heartbeat
+    | Metrics
+    | ChunkRequest
+    | WorkRequest
+    | WorkResult
+    | Bye
+    | Welcome
+    | Rejected
+    | DesiredWorkers
+    | Chunk
+    | WorkLease
+    | NoWork
+    | ErrorReply,
+    Field(discriminator="type"),
+]
+
+_ADAPTER: TypeAdapter[Message] = TypeAdapter(Message)
+
+
+def encode(message: _Msg, data: bytes | None = None) -> list[bytes]:
+    """Frames for one message: its JSON, then `data` as a second frame when given."""
+    frames = [message.model_dump_json().encode()]
+    if data is not None:
+        frames.append(data)
+    return frames
+
+
+def decode(frames: list[bytes]) -> tuple[Message, bytes | None]:
+    """Parse frames into (message, optional binary payload); raise ProtocolError on bad input."""
+    if not frames or len(frames) > 2:
+        raise ProtocolError(f"expected 1 or 2 frames, got {len(frames)}")
+    head = frames[0]
+    if len(head) > MAX_JSON_FRAME:
+        raise ProtocolError(f"message frame of {len(head)} bytes exceeds {MAX_JSON_FRAME}")
+    try:
+        message = _ADAPTER.validate_json(head)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "message"
+        raise ProtocolError(f"invalid message at {where}: {first['msg']}") from None
+    data = frames[1] if len(frames) == 2 else None
+    if isinstance(message, Chunk) != (data is not None):
+        raise ProtocolError("a chunk header must be followed by exactly one data frame")
+    return message, data

@@ -1,0 +1,183 @@
+"""Worker runtimes: how an agent starts, talks to and stops its llama.cpp workers.
+
+`WorkerRuntime` is the interface; `ProcessRuntime` runs each worker as a local
+subprocess (`python -m node_agent.worker`) reached over a ZeroMQ ipc socket.
+Every wait has a timeout; a worker that dies or times out raises `WorkerError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import psutil
+import zmq
+import zmq.asyncio
+
+from node_agent.errors import WorkerError
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    prompt: str
+    stop: tuple[str, ...]
+    max_tokens: int
+    temperature: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    ttft_s: float
+    tpot_s: float
+    e2e_s: float
+    prompt_tokens: int
+    completion_tokens: int
+    peak_rss_mb: float
+
+    @property
+    def tokens_per_s(self) -> float:
+        decode_s = self.e2e_s - self.ttft_s
+        if self.completion_tokens <= 1 or decode_s <= 0:
+            return self.completion_tokens / self.e2e_s if self.e2e_s > 0 else 0.0
+        return (self.completion_tokens - 1) / decode_s
+
+
+class WorkerHandle(Protocol):
+    model: str
+
+    def alive(self) -> bool: ...
+
+    def rss_mb(self) -> float: ...
+
+    async def complete(self, request: CompletionRequest, *, timeout_s: float) -> Completion: ...
+
+    async def stop(self) -> None: ...
+
+
+class WorkerRuntime(Protocol):
+    async def start(
+        self, *, model: str, path: Path, threads: int, n_ctx: int, timeout_s: float
+    ) -> WorkerHandle: ...
+
+
+class ProcessWorker:
+    """A llama.cpp worker running as a child process of the agent."""
+
+    def __init__(self, *, model: str, process: subprocess.Popen[bytes],
+                 socket: zmq.asyncio.Socket, endpoint_path: Path) -> None:
+        self.model = model
+        self._process = process
+        self._socket = socket
+        self._endpoint_path = endpoint_path
+        self._peak_rss_mb = 0.0
+        self._lock = asyncio.Lock()
+
+    def alive(self) -> bool:
+        return self._process.poll() is None
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    def rss_mb(self) -> float:
+        try:
+            rss = psutil.Process(self._process.pid).memory_info().rss / 2**20
+        except psutil.Error:
+            return 0.0
+        self._peak_rss_mb = max(self._peak_rss_mb, rss)
+        return rss
+
+    async def complete(self, request: CompletionRequest, *, timeout_s: float) -> Completion:
+        async with self._lock:
+            if not self.alive():
+                raise WorkerError(f"worker for {self.model} has exited "
+                                  f"(code {self._process.returncode})")
+            request_id = uuid.uuid4().hex
+            payload = {"type": "complete", "id": request_id, "prompt": request.prompt,
+                       "stop": list(request.stop), "max_tokens": request.max_tokens,
+                       "temperature": request.temperature, "seed": request.seed}
+            await self._socket.send(json.dumps(payload).encode())
+            reply = await self._receive(timeout_s=timeout_s)
+            self.rss_mb()
+            if reply.get("type") != "done" or reply.get("id") != request_id:
+                raise WorkerError(f"worker for {self.model} failed: "
+                                  f"{reply.get('message', reply)}")
+            return Completion(
+                text=str(reply["text"]), ttft_s=float(reply["ttft_s"]),
+                tpot_s=float(reply["tpot_s"]), e2e_s=float(reply["e2e_s"]),
+                prompt_tokens=int(reply["prompt_tokens"]),
+                completion_tokens=int(reply["completion_tokens"]),
+                peak_rss_mb=self._peak_rss_mb,
+            )
+
+    async def _receive(self, *, timeout_s: float) -> dict[str, object]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if await self._socket.poll(timeout=200):
+                reply: dict[str, object] = json.loads(await self._socket.recv())
+                return reply
+            if not self.alive():
+                raise WorkerError(f"worker for {self.model} exited with code "
+                                  f"{self._process.returncode}")
+        raise WorkerError(f"worker for {self.model} did not answer within {timeout_s:.0f} s")
+
+    async def wait_ready(self, *, timeout_s: float) -> None:
+        reply = await self._receive(timeout_s=timeout_s)
+        if reply.get("type") != "ready":
+            raise WorkerError(f"worker for {self.model} failed to start: "
+                              f"{reply.get('message', reply)}")
+        self.rss_mb()
+
+    async def stop(self) -> None:
+        if self.alive():
+            try:
+                await self._socket.send(json.dumps({"type": "stop"}).encode())
+            except zmq.ZMQError:
+                pass
+            try:
+                await asyncio.wait_for(asyncio.to_thread(self._process.wait), timeout=5)
+            except TimeoutError:
+                self._process.kill()
+                await asyncio.to_thread(self._process.wait)
+        self._socket.close(linger=0)
+        self._endpoint_path.unlink(missing_ok=True)
+
+
+class ProcessRuntime:
+    """Runs workers as local processes: the embedded default."""
+
+    def __init__(self, *, context: zmq.asyncio.Context, run_dir: Path | None = None) -> None:
+        self._context = context
+        self._run_dir = run_dir or Path(tempfile.mkdtemp(prefix="slmfleet-workers-"))
+        self._run_dir.mkdir(parents=True, exist_ok=True)
+
+    async def start(self, *, model: str, path: Path, threads: int, n_ctx: int,
+                    timeout_s: float) -> ProcessWorker:
+        endpoint_path = self._run_dir / f"w-{uuid.uuid4().hex[:12]}.sock"
+        endpoint = f"ipc://{endpoint_path}"
+        socket = self._context.socket(zmq.PAIR)
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.bind(endpoint)
+        command = [sys.executable, "-m", "node_agent.worker", "--model", str(path),
+                   "--endpoint", endpoint, "--threads", str(threads), "--n-ctx", str(n_ctx)]
+        env = dict(os.environ)
+        process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
+        worker = ProcessWorker(model=model, process=process, socket=socket,
+                               endpoint_path=endpoint_path)
+        try:
+            await worker.wait_ready(timeout_s=timeout_s)
+        except WorkerError:
+            await worker.stop()
+            raise
+        return worker
