@@ -6,6 +6,7 @@ errors to 4xx answers that name the problem. A bad body changes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -34,15 +35,23 @@ class ModelCreate(BaseModel):
     n_ctx: int = Field(default=2048, ge=128, le=131072)
 
 
+def get_store(request: Request) -> st.Store:
+    """The store of the app serving `request` (set by `create_app`)."""
+    store: st.Store = request.app.state.store
+    return store
+
+
+# Module level on purpose: with `from __future__ import annotations` FastAPI resolves the
+# route annotations in this module's globals, so an alias local to create_app is not found
+# and the parameter silently becomes a required query parameter.
+StoreDep = Annotated[st.Store, Depends(get_store)]
+
+
 def create_app(*, store: st.Store, hub: Any = None) -> FastAPI:
     """The API over `store`; `hub` (optional) is told when the desired workers change."""
     app = FastAPI(title="slmfleet coordinator", version="0.1.0")
+    app.state.store = store
     started = time.time()
-
-    def get_store() -> st.Store:
-        return store
-
-    StoreDep = Annotated[st.Store, Depends(get_store)]
 
     @app.exception_handler(SlmfleetError)
     async def _our_errors(_request: Request, exc: SlmfleetError) -> JSONResponse:
@@ -82,7 +91,8 @@ def create_app(*, store: st.Store, hub: Any = None) -> FastAPI:
         with path.open("rb") as handle:
             if handle.read(4) != GGUF_MAGIC:
                 raise ModelError(f"path: {path} is not a GGUF file (missing 'GGUF' magic)")
-        row = st.add_model(s, name=body.name, sha256=sha256_file(path),
+        sha256 = await asyncio.to_thread(sha256_file, path)  # GBs: keep the hub responsive
+        row = st.add_model(s, name=body.name, sha256=sha256,
                            size=path.stat().st_size, path=str(path), threads=body.threads,
                            n_ctx=body.n_ctx)
         if hub is not None:

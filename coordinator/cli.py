@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -61,7 +60,9 @@ def coordinator(
         ".slmfleet/coordinator"),
     api_host: str = "127.0.0.1",
     api_port: int = 8080,
-    hub_host: Annotated[str, typer.Option(help="Address agents connect to.")] = "127.0.0.1",
+    hub_host: Annotated[str, typer.Option(
+        help="Address the ZeroMQ hub binds; 0.0.0.0 to accept agents from the lab network.")
+    ] = "127.0.0.1",
     hub_port: int = 5555,
     token: Annotated[str | None, typer.Option(envvar="SLMFLEET_TOKEN",
                                               help="Join token (generated if absent).")] = None,
@@ -88,28 +89,27 @@ def agent(
     coordinator: Annotated[str, typer.Option("--coordinator", help="Hub HOST:PORT.")],
     token: Annotated[str, typer.Option(envvar="SLMFLEET_TOKEN", help="Join token.")],
     name: Annotated[str | None, typer.Option(help="Node name (default: hostname).")] = None,
-    cache_dir: Annotated[Path, typer.Option(help="Model cache and worker sockets.")] = Path(
-        os.path.expanduser("~/.cache/slmfleet/agent")),
+    cache_dir: Annotated[Path | None, typer.Option(
+        help="Model cache and worker sockets (default: ~/.cache/slmfleet/agent).")] = None,
     runtime: Annotated[str, typer.Option(help="Worker runtime: process.")] = "process",
     verbose: bool = False,
 ) -> None:
     """Run a node agent that joins the coordinator and runs llama.cpp workers."""
-    from node_agent.agent import Agent, AgentConfig, RegistrationRefused
+    from node_agent.agent import Agent, AgentConfig, RegistrationRefused, run_until_signalled
 
     if runtime != "process":
         raise _fail(f"--runtime {runtime} is not available yet; use --runtime process", 2)
     if ":" not in coordinator:
         raise _fail("--coordinator must be HOST:PORT, e.g. 192.168.1.10:5555", 2)
     _logging(verbose)
-    config = AgentConfig(coordinator=coordinator, token=token, cache_dir=cache_dir.resolve())
+    cache = cache_dir or Path.home() / ".cache" / "slmfleet" / "agent"
+    config = AgentConfig(coordinator=coordinator, token=token, cache_dir=cache.resolve())
     if name:
         config.name = name
     try:
-        asyncio.run(Agent(config).run())
+        asyncio.run(run_until_signalled(Agent(config)))
     except RegistrationRefused as exc:
         raise _fail(str(exc), 3) from None
-    except KeyboardInterrupt:
-        pass
 
 
 @app.command()

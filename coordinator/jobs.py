@@ -30,18 +30,32 @@ def resolve_dataset(ref: str) -> Dataset:
 def submit_job(store: st.Store, raw: Any) -> JobRow:
     """Validate `raw` (mapping or YAML/JSON text) and store the job with all its items."""
     spec = raw if isinstance(raw, JobSpec) else parse_job_spec(raw)
-    known = {m.name for m in st.list_models(store)}
+    known = {m.name: m for m in st.list_models(store)}
     for model in spec.models:
         if model not in known:
             near = difflib.get_close_matches(model, list(known), n=3)
-            hint = f"; did you mean {', '.join(near)}?" if near else ""
+            hint = f"; did you mean {', '.join(near)}?" if near else "."
             raise JobSpecError(f"models: unknown model '{model}'{hint} Register it first with "
                                "POST /api/v1/models (registered: "
                                f"{', '.join(sorted(known)) or 'none'})")
+        if known[model].n_ctx < spec.params.n_ctx:
+            raise JobSpecError(f"params.n_ctx: the job needs a context of {spec.params.n_ctx} "
+                               f"tokens but model '{model}' is served with "
+                               f"{known[model].n_ctx}; lower params.n_ctx or register the "
+                               "model with a larger n_ctx")
+    twice = sorted({m for m in spec.models if spec.models.count(m) > 1})
+    if twice:
+        raise JobSpecError(f"models: {', '.join(twice)} listed more than once; list each "
+                           "model once")
     items: list[st.NewWorkItem] = []
+    seen: set[tuple[str, str]] = set()
     for task_spec in spec.tasks:
         task = get_task(task_spec.task)
         dataset = resolve_dataset(task_spec.dataset)
+        if (task.name, dataset.ref) in seen:
+            raise JobSpecError(f"tasks: {task.name} on dataset '{task_spec.dataset}' is listed "
+                               "more than once; list each task and dataset pair once")
+        seen.add((task.name, dataset.ref))
         if dataset.task != task.name:
             raise JobSpecError(f"tasks: dataset '{task_spec.dataset}' is a {dataset.task} "
                                f"dataset, not {task.name}")

@@ -21,7 +21,7 @@ class _Spec(BaseModel):
 
 class TaskSpec(_Spec):
     task: str = Field(min_length=1)
-    dataset: str = Field(min_length=1, description="builtin:NAME or a registered dataset")
+    dataset: str = Field(min_length=1, description="builtin:NAME (the built-in datasets)")
     limit: int | None = Field(default=None, ge=1)
 
 
@@ -29,7 +29,9 @@ class Params(_Spec):
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     seed: int = 42
     max_tokens: int = Field(default=16, ge=1, le=4096)
-    n_ctx: int = Field(default=2048, ge=128, le=131072)
+    n_ctx: int = Field(default=2048, ge=128, le=131072,
+                       description="context the job needs; each model must be served with "
+                       "at least this much (its registered n_ctx)")
 
 
 class JobSpec(_Spec):

@@ -192,6 +192,7 @@ def complete_item(store: Store, *, item_id: int, lease_id: str, node_id: int, ou
         if error is not None:
             item.status = "pending" if item.attempts < 3 else "failed"
             item.error = error
+            _finish_job_if_done(s, job_id=item.job_id)
             return True
         item.prediction, item.score = scorer(item, output)
         item.status, item.output, item.node_id = "done", output, node_id

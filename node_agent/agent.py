@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import socket as pysocket
 import time
 import uuid
@@ -123,13 +124,10 @@ class Agent:
                 log.warning("lost the coordinator; reconnecting in %.1f s", delay)
                 await asyncio.sleep(delay)
         finally:
-            await self._send(Bye(), wait=False)
             for task in background:
                 task.cancel()
             for worker in list(self._workers.values()):
                 await self._stop_worker(worker)
-            if self._socket is not None:
-                self._socket.close(linger=200)
             self._context.term()
 
     async def _session(self) -> bool:
@@ -175,12 +173,17 @@ class Agent:
                     case _:
                         self._dispatch(message, data)
             return welcomed
+        except asyncio.CancelledError:
+            if welcomed:  # stopping on purpose: the last message says so (flushed by linger)
+                with contextlib.suppress(zmq.ZMQError):
+                    await sock.send_multipart(encode(Bye()))
+            raise
         finally:
             self._connected.clear()
             heartbeat.cancel()
             for queue in self._replies.values():
                 _drain(queue)
-            sock.close(linger=0)
+            sock.close(linger=500)
             self._socket = None
 
     def _dispatch(self, message: _Msg, data: bytes | None) -> None:
@@ -366,6 +369,16 @@ class Agent:
                 await worker.task
         if worker.handle is not None:
             await worker.handle.stop()
+
+
+async def run_until_signalled(agent: Agent) -> None:
+    """Run `agent` until SIGTERM or SIGINT, then stop it cleanly (workers stopped, bye sent)."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.create_task(agent.run())
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def _drain(queue: asyncio.Queue[object]) -> None:

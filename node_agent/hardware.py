@@ -44,7 +44,7 @@ THROTTLED_BITS: dict[int, str] = {
 class HardwareFacts(BaseModel):
     """Static description of a node, sent once when the agent registers."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
 
     hostname: str
     pi_model: str | None
@@ -61,7 +61,7 @@ class HardwareFacts(BaseModel):
 class NodeMetrics(BaseModel):
     """One health sample of a node; ``throttled`` is the raw vcgencmd bitmask."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
 
     cpu_percent: float
     load1: float

@@ -217,6 +217,9 @@ def decode(frames: list[bytes]) -> tuple[Message, bytes | None]:
         where = ".".join(str(p) for p in first["loc"]) or "message"
         raise ProtocolError(f"invalid message at {where}: {first['msg']}") from None
     data = frames[1] if len(frames) == 2 else None
-    if isinstance(message, Chunk) != (data is not None):
+    if isinstance(message, Chunk) and data is None:
         raise ProtocolError("a chunk header must be followed by exactly one data frame")
+    if not isinstance(message, Chunk) and data is not None:
+        raise ProtocolError(f"a '{message.type}' message takes no data frame; only 'chunk' "
+                            "headers are followed by one")
     return message, data

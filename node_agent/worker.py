@@ -4,6 +4,8 @@ It listens on a ZeroMQ PAIR socket (ipc or loopback) owned by its agent. After t
 loads it sends `{"type": "ready"}`; then for every request it streams the completion
 and answers with the text and its timings (time to first token, per-output-token
 time, end to end), measured here around llama.cpp so transport is not counted.
+TTFT is the time until the first token is sampled (prompt processing included); TPOT
+is the mean time between later tokens.
 Run as `python -m node_agent.worker --model PATH --endpoint ENDPOINT`.
 """
 
@@ -30,39 +32,57 @@ def _serve(llm: Any, socket: zmq.Socket[bytes]) -> None:
         socket.send(json.dumps(reply).encode())
 
 
+class TokenClock:
+    """Notes the moment each token is sampled, to count tokens and time the first one.
+
+    llama-cpp-python (0.3.x) calls a stopping criterion once per sampled token, before
+    its text is held back for stop sequences or multi-byte characters, and then once
+    more after generation ends (to set `finish_reason`). Stream chunks cannot be
+    counted instead: they merge held-back text and end with an empty chunk.
+    """
+
+    def __init__(self) -> None:
+        self.stamps: list[float] = []
+
+    def __call__(self, _input_ids: Any, _logits: Any) -> bool:
+        self.stamps.append(time.perf_counter())
+        return False
+
+    @property
+    def sampled(self) -> list[float]:
+        """Sampling times of the generated tokens (the last, bookkeeping call dropped)."""
+        return self.stamps[:-1]
+
+
 def _complete(llm: Any, request: dict[str, Any]) -> dict[str, Any]:
+    from llama_cpp import StoppingCriteriaList
+
     prompt = str(request["prompt"])
     prompt_tokens = len(llm.tokenize(prompt.encode(), add_bos=True))
+    clock = TokenClock()
     start = time.perf_counter()
-    first: float | None = None
-    pieces: list[str] = []
-    completion_tokens = 0
     stream = llm.create_completion(
         prompt,
         max_tokens=int(request["max_tokens"]),
         temperature=float(request["temperature"]),
         seed=int(request["seed"]),
         stop=list(request["stop"]) or None,
+        stopping_criteria=StoppingCriteriaList([clock]),
         stream=True,
     )
-    for chunk in stream:
-        if first is None:
-            first = time.perf_counter()
-        completion_tokens += 1
-        pieces.append(chunk["choices"][0]["text"])
+    text = "".join(chunk["choices"][0]["text"] for chunk in stream)
     end = time.perf_counter()
-    ttft = (first or end) - start
-    decode_s = end - (first or end)
-    tpot = decode_s / (completion_tokens - 1) if completion_tokens > 1 else 0.0
+    sampled = clock.sampled
+    first, last = (sampled[0], sampled[-1]) if sampled else (end, end)
     return {
         "type": "done",
         "id": request["id"],
-        "text": "".join(pieces),
-        "ttft_s": ttft,
-        "tpot_s": tpot,
+        "text": text,
+        "ttft_s": first - start,
+        "tpot_s": (last - first) / (len(sampled) - 1) if len(sampled) > 1 else 0.0,
         "e2e_s": end - start,
         "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
+        "completion_tokens": len(sampled),
     }
 
 

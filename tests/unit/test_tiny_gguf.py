@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tests.support import tiny_gguf
+from tests.support.requirements import require_module
 
 BOS_ID = tiny_gguf.BOS_ID
 CONTEXT_LENGTH = tiny_gguf.CONTEXT_LENGTH
@@ -21,7 +22,7 @@ UNK_ID = tiny_gguf.UNK_ID
 build_vocab = tiny_gguf.build_vocab
 write_tiny_gguf = tiny_gguf.write_tiny_gguf
 
-llama_cpp = pytest.importorskip("llama_cpp")
+llama_cpp = require_module("llama_cpp", install_hint="run `make test` to install it")
 
 PROMPT = "Text: hello world\nLabel:"
 MAX_TOKENS = 8

@@ -1,0 +1,45 @@
+# slmfleet: `make demo` and `make test` each do all set-up on a fresh Debian machine.
+#
+#   make demo                     set up, then run the embedded demo and exit
+#   make demo DEMO_ARGS="--nodes 2 --limit 5"
+#   make test                     set up, then lint and run the whole test suite
+#   make lint                     ruff only
+#
+# llama-cpp-python is compiled once into $(WHEELHOUSE) (outside the checkout, so every
+# clone on this machine reuses it); the venv is rebuilt only when pyproject.toml changes.
+
+PYTHON      ?= python3
+VENV        ?= .venv
+WHEELHOUSE  ?= $(HOME)/.cache/slmfleet/wheelhouse
+DEMO_ARGS   ?= --exit
+PYTEST_ARGS ?=
+BIN         := $(VENV)/bin
+STAMP       := $(VENV)/.slmfleet-installed
+
+.PHONY: setup demo test lint system clean
+
+setup: $(STAMP)
+
+system:
+	bash deploy/dev/system-packages.sh
+
+$(STAMP): pyproject.toml deploy/dev/system-packages.sh deploy/dev/wheelhouse.sh
+	bash deploy/dev/system-packages.sh
+	WHEELHOUSE="$(WHEELHOUSE)" PYTHON="$(PYTHON)" bash deploy/dev/wheelhouse.sh
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --find-links "$(WHEELHOUSE)" \
+		--only-binary llama-cpp-python -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/slmfleet demo $(DEMO_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: $(STAMP) lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .slmfleet build *.egg-info

@@ -1,0 +1,173 @@
+"""A real job through a real fleet: coordinator + two agents, ZeroMQ, llama.cpp workers.
+
+Also the bad-input paths against the running coordinator: refused job specs store
+nothing, a wrong join token is refused, malformed wire messages never stop the hub.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import zmq
+
+from coordinator.client import Client, ClientError
+from coordinator.demo import LocalFleet, wait_for
+from tests.integration.conftest import TINY, store_rows
+
+pytestmark = pytest.mark.integration
+
+LIMIT = 8
+
+
+def _wait_job(client: Client, job_id: int, *, timeout_s: float = 120) -> dict[str, object]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = client.job(job_id)
+        if job["state"] != "running":
+            return job
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} still running after {timeout_s} s: {job}")
+
+
+def test_job_runs_on_real_agents_and_stores_one_row_per_item(
+        fleet: LocalFleet, client: Client) -> None:
+    job = client.submit({"name": "it-classification", "models": [TINY],
+                         "tasks": [{"task": "classification",
+                                    "dataset": "builtin:classification"}],
+                         "params": {"max_tokens": 4}, "limit": LIMIT, "repeats": 2})
+    assert job["total"] == LIMIT * 2
+    final = _wait_job(client, job["id"])
+    assert final["state"] == "finished"
+    assert final["done"] == LIMIT * 2 and final["failed"] == 0
+
+    rows = store_rows(fleet, "SELECT * FROM work_items WHERE job_id = ?", job["id"])
+    assert len(rows) == LIMIT * 2
+    keys = {(r["item_key"], r["repeat"]) for r in rows}
+    assert len(keys) == LIMIT * 2, "each (item, repeat) is stored exactly once"
+    node_ids = {n["id"] for n in client.nodes()}
+    for row in rows:
+        assert row["status"] == "done"
+        assert row["node_id"] in node_ids
+        assert row["lease_id"] is None
+        assert 0 < row["ttft_s"] <= row["e2e_s"]
+        assert row["prompt_tokens"] > 100, "the few-shot prompt reached the worker"
+        assert 1 <= row["completion_tokens"] <= 4
+        assert row["peak_rss_mb"] > 0
+        assert json.loads(row["score"])["valid"] in (True, False)
+
+    # random weights rarely sample end-of-text: most completions run to max_tokens
+    assert max(r["completion_tokens"] for r in rows) == 4
+
+    results = client.results(job["id"])
+    (summary,) = results["summary"]
+    assert summary["model"] == TINY and summary["task"] == "classification"
+    assert summary["done"] == LIMIT * 2
+    assert 0.0 <= summary["accuracy"] <= 1.0
+    assert 0.0 <= summary["invalid_rate"] <= 1.0
+    assert summary["e2e_p50_s"] > 0
+    assert sum(r["done"] for r in results["by_node"]) == LIMIT * 2
+
+
+def test_agents_report_health_and_hardware(fleet: LocalFleet, client: Client) -> None:
+    wait_for("metrics from every node", lambda: all(
+        n["metrics"] is not None for n in client.nodes()), fleet=fleet, timeout_s=30)
+    nodes = client.nodes()
+    assert {n["name"] for n in nodes} >= {"local-1", "local-2"}
+    for node in nodes:
+        assert node["state"] in ("ready", "busy")
+        assert node["facts"]["cores"] >= 1
+        assert node["facts"]["ram_mb"] > 0
+        assert node["facts"]["llama_cpp_version"]
+        assert 0 <= node["metrics"]["mem_used_percent"] <= 100
+        assert [w["model"] for w in node["workers"]] == [TINY]
+
+
+BAD_SPECS = [
+    ({"name": "x", "models": [], "tasks": [{"task": "classification",
+                                            "dataset": "builtin:classification"}]},
+     "models"),
+    ({"name": "x", "models": [TINY], "tasks": [{"task": "classification",
+                                               "dataset": "builtin:classification"}],
+      "params": {"temperature": -1}}, "params.temperature"),
+    ({"name": "x", "models": ["tiny-lama"], "tasks": [{"task": "classification",
+                                                       "dataset": "builtin:classification"}]},
+     "did you mean tiny-llama"),
+    ({"name": "x", "models": [TINY], "tasks": [{"task": "classification",
+                                               "dataset": "builtin:nope"}]},
+     "builtin:classification"),
+    ({"name": "x", "models": [TINY], "tasks": [{"task": "clasification",
+                                               "dataset": "builtin:classification"}]},
+     "did you mean classification"),
+    ({"name": "x", "models": [TINY], "tasks": [], "surprise": 1}, "surprise"),
+]
+
+
+@pytest.mark.parametrize(("spec", "named"), BAD_SPECS)
+def test_bad_job_spec_is_refused_and_stores_nothing(
+        fleet: LocalFleet, client: Client, spec: dict[str, object], named: str) -> None:
+    before = store_rows(fleet, "SELECT COUNT(*) AS n FROM jobs")[0]["n"]
+    items_before = store_rows(fleet, "SELECT COUNT(*) AS n FROM work_items")[0]["n"]
+    with pytest.raises(ClientError) as refused:
+        client.submit(spec)
+    assert "(422)" in str(refused.value)
+    assert named in str(refused.value)
+    assert store_rows(fleet, "SELECT COUNT(*) AS n FROM jobs")[0]["n"] == before
+    assert store_rows(fleet, "SELECT COUNT(*) AS n FROM work_items")[0]["n"] == items_before
+
+
+def test_agent_with_wrong_token_is_refused(fleet: LocalFleet, client: Client) -> None:
+    agent = subprocess.run(
+        [sys.executable, "-m", "coordinator.cli", "agent", "--coordinator",
+         f"127.0.0.1:{fleet.hub_port}", "--token", "not-the-token", "--name", "intruder",
+         "--cache-dir", str(fleet.data_dir / "intruder")],
+        capture_output=True, text=True, timeout=60)
+    assert agent.returncode == 3
+    assert "invalid join token" in agent.stderr
+    assert "intruder" not in {n["name"] for n in client.nodes()}
+
+
+def _exchange(hub_port: int, frames: list[bytes]) -> dict[str, object]:
+    context = zmq.Context()
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVTIMEO, 5000)
+    try:
+        sock.connect(f"tcp://127.0.0.1:{hub_port}")
+        sock.send_multipart(frames)
+        reply: dict[str, object] = json.loads(sock.recv_multipart()[0])
+        return reply
+    finally:
+        sock.close()
+        context.term()
+
+
+MALFORMED = [
+    ([b"not json at all"], "error"),
+    ([b'{"type": "launch_missiles"}'], "error"),
+    ([b'{"type": "heartbeat", "seq": "one"}'], "error"),
+    ([b'{"type": "heartbeat", "seq": 1}', b"extra", b"frames"], "error"),
+    ([b'{"type": "heartbeat", "seq": 1}'], "rejected"),  # valid, but not registered
+    ([json.dumps({"type": "work_request", "model": TINY, "slots": 1}).encode()], "rejected"),
+]
+
+
+def test_malformed_and_unauthenticated_messages_never_stop_the_hub(
+        fleet: LocalFleet, client: Client) -> None:
+    for frames, expected in MALFORMED:
+        reply = _exchange(fleet.hub_port, frames)
+        assert reply["type"] == expected, (frames, reply)
+    fleet.check_alive()
+    assert client.health()["status"] == "ok"
+    # the fleet still works after the garbage: a small job completes
+    job = client.submit({"name": "after-garbage", "models": [TINY],
+                         "tasks": [{"task": "classification",
+                                    "dataset": "builtin:classification"}],
+                         "params": {"max_tokens": 2}, "limit": 2})
+    assert _wait_job(client, job["id"])["state"] == "finished"
+    leased = store_rows(fleet, "SELECT COUNT(*) AS n FROM work_items WHERE job_id = ? AND "
+                        "lease_id IS NOT NULL", job["id"])
+    assert leased[0]["n"] == 0

@@ -1,0 +1,70 @@
+"""The process runtime with a real llama.cpp worker process on a real GGUF file."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import zmq.asyncio
+
+from node_agent.errors import WorkerError
+from node_agent.runtime import Completion, CompletionRequest, ProcessRuntime
+
+pytestmark = pytest.mark.integration
+
+REQUEST = CompletionRequest(prompt="Message: the app crashes\nLabel:", stop=("\n",),
+                            max_tokens=6, temperature=0.0, seed=7)
+
+
+@contextlib.asynccontextmanager
+async def _runtime(run_dir: Path) -> AsyncIterator[ProcessRuntime]:
+    context = zmq.asyncio.Context()
+    try:
+        yield ProcessRuntime(context=context, run_dir=run_dir)
+    finally:
+        context.term()
+
+
+def test_worker_serves_streamed_completions_with_timings(tiny_model: Path,
+                                                         tmp_path: Path) -> None:
+    async def scenario() -> tuple[Completion, Completion, float]:
+        async with _runtime(tmp_path) as runtime:
+            worker = await runtime.start(model="tiny", path=tiny_model, threads=1, n_ctx=512,
+                                         timeout_s=60)
+            try:
+                first = await worker.complete(REQUEST, timeout_s=60)
+                again = await worker.complete(REQUEST, timeout_s=60)
+                return first, again, worker.rss_mb()
+            finally:
+                await worker.stop()
+                assert not worker.alive()
+
+    first, again, rss = asyncio.run(scenario())
+    assert first.text == again.text, "temperature 0 with a fixed seed is deterministic"
+    assert "\n" not in first.text, "the stop sequence ends the completion"
+    assert 1 <= first.completion_tokens <= REQUEST.max_tokens or first.text == ""
+    assert first.prompt_tokens > 5
+    assert 0 < first.ttft_s <= first.e2e_s
+    assert first.tokens_per_s >= 0
+    assert first.peak_rss_mb > 0 and rss > 0
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    (b"GGUF" + b"\x00" * 64, "cannot load model"),
+    (b"definitely not a model", "cannot load model"),
+])
+def test_corrupt_model_fails_to_start_with_a_clear_error(
+        tmp_path: Path, tiny_model: Path, content: bytes, expected: str) -> None:
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(content)
+
+    async def scenario() -> None:
+        async with _runtime(tmp_path / "run") as runtime:
+            await runtime.start(model="broken", path=broken, threads=1, n_ctx=256,
+                                timeout_s=60)
+
+    with pytest.raises(WorkerError, match=expected):
+        asyncio.run(scenario())
