@@ -96,6 +96,7 @@ def agent(
 ) -> None:
     """Run a node agent that joins the coordinator and runs llama.cpp workers."""
     from node_agent.agent import Agent, AgentConfig, RegistrationRefused, run_until_signalled
+    from node_agent.errors import AgentError
 
     if runtime != "process":
         raise _fail(f"--runtime {runtime} is not available yet; use --runtime process", 2)
@@ -110,6 +111,8 @@ def agent(
         asyncio.run(run_until_signalled(Agent(config)))
     except RegistrationRefused as exc:
         raise _fail(str(exc), 3) from None
+    except AgentError as exc:
+        raise _fail(str(exc), 1) from None
 
 
 @app.command()

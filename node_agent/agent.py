@@ -15,8 +15,10 @@ import signal
 import socket as pysocket
 import time
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import zmq
 import zmq.asyncio
@@ -107,14 +109,40 @@ class Agent:
         self._backoff_until: dict[str, float] = {}
         self._failures: dict[str, int] = {}
         self._wake = asyncio.Event()
+        self._main: asyncio.Task[Any] | None = None
+        self._crashed: BaseException | None = None
         self._facts = hardware.hardware_facts(model_dir=config.cache_dir)
 
     # --- lifecycle ------------------------------------------------------------------
 
+    def _spawn(self, coro: Coroutine[Any, Any, None], *, name: str) -> asyncio.Task[None]:
+        """Start a task of this agent; if it dies of an unexpected error, the agent stops.
+
+        A background loop that died silently would leave the node looking healthy while
+        it does nothing; failing loudly lets the supervisor (systemd, the demo) see it.
+        """
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        log.critical("agent task %s failed; stopping the agent", task.get_name(),
+                     exc_info=error)
+        self._crashed = error
+        if self._main is not None:
+            self._main.cancel()
+
     async def run(self) -> None:
-        """Run until cancelled or refused; reconnects with backoff when the link dies."""
-        background = [asyncio.create_task(self._reconcile_loop()),
-                      asyncio.create_task(self._metrics_loop())]
+        """Run until cancelled or refused; reconnects with backoff when the link dies.
+
+        Raises `AgentError` if one of the agent's own tasks failed unexpectedly.
+        """
+        self._main = asyncio.current_task()
+        background = [self._spawn(self._reconcile_loop(), name="reconcile"),
+                      self._spawn(self._metrics_loop(), name="metrics")]
         attempt = 0
         try:
             while True:
@@ -128,7 +156,10 @@ class Agent:
                 task.cancel()
             for worker in list(self._workers.values()):
                 await self._stop_worker(worker)
-            self._context.term()
+            self._context.destroy(linger=0)
+            if self._crashed is not None:
+                raise AgentError(f"agent stopped after an internal error: "
+                                 f"{self._crashed!r}") from self._crashed
 
     async def _session(self) -> bool:
         host = self.config.coordinator
@@ -142,7 +173,7 @@ class Agent:
             protocol=PROTOCOL_VERSION, token=self.config.token, name=self.config.name,
             facts=self._facts)))
         self._last_seen = time.monotonic()
-        heartbeat = asyncio.create_task(self._heartbeat_loop())
+        heartbeat = self._spawn(self._heartbeat_loop(), name="heartbeat")
         try:
             while peer_alive(last_seen=self._last_seen, now=time.monotonic(),
                              interval_s=self._interval, liveness=self._liveness * 2
@@ -259,12 +290,13 @@ class Agent:
                     case Stop(model):
                         await self._stop_worker(self._workers.pop(model))
                     case Download(spec):
-                        self._downloads[spec.sha256] = asyncio.create_task(
-                            self._download(spec))
+                        self._downloads[spec.sha256] = self._spawn(
+                            self._download(spec), name=f"download {spec.model}")
                     case Start(spec):
                         worker = _Worker(spec=spec)
                         self._workers[spec.model] = worker
-                        worker.task = asyncio.create_task(self._run_worker(worker))
+                        worker.task = self._spawn(self._run_worker(worker),
+                                                  name=f"worker {spec.model}")
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=1.0)

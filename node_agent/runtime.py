@@ -1,8 +1,10 @@
 """Worker runtimes: how an agent starts, talks to and stops its llama.cpp workers.
 
 `WorkerRuntime` is the interface; `ProcessRuntime` runs each worker as a local
-subprocess (`python -m node_agent.worker`) reached over a ZeroMQ ipc socket.
-Every wait has a timeout; a worker that dies or times out raises `WorkerError`.
+subprocess (`python -m node_agent.worker`) reached over a ZeroMQ PAIR socket on
+loopback TCP (no socket-file paths, which Unix limits to ~107 bytes). Every wait has a
+timeout; a worker that cannot start, dies or times out raises `WorkerError`, and a
+failed or cancelled start leaves no process or socket behind.
 """
 
 from __future__ import annotations
@@ -75,11 +77,10 @@ class ProcessWorker:
     """A llama.cpp worker running as a child process of the agent."""
 
     def __init__(self, *, model: str, process: subprocess.Popen[bytes],
-                 socket: zmq.asyncio.Socket, endpoint_path: Path) -> None:
+                 socket: zmq.asyncio.Socket) -> None:
         self.model = model
         self._process = process
         self._socket = socket
-        self._endpoint_path = endpoint_path
         self._peak_rss_mb = 0.0
         self._lock = asyncio.Lock()
 
@@ -125,7 +126,14 @@ class ProcessWorker:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if await self._socket.poll(timeout=200):
-                reply: dict[str, object] = json.loads(await self._socket.recv())
+                raw = await self._socket.recv()
+                try:
+                    reply = json.loads(raw)
+                except ValueError:
+                    reply = None
+                if not isinstance(reply, dict):
+                    raise WorkerError(f"worker for {self.model} sent an unreadable reply: "
+                                      f"{raw[:80]!r}")
                 return reply
             if not self.alive():
                 raise WorkerError(f"worker for {self.model} exited with code "
@@ -151,7 +159,6 @@ class ProcessWorker:
                 self._process.kill()
                 await asyncio.to_thread(self._process.wait)
         self._socket.close(linger=0)
-        self._endpoint_path.unlink(missing_ok=True)
 
 
 class ProcessRuntime:
@@ -164,20 +171,22 @@ class ProcessRuntime:
 
     async def start(self, *, model: str, path: Path, threads: int, n_ctx: int,
                     timeout_s: float) -> ProcessWorker:
-        endpoint_path = self._run_dir / f"w-{uuid.uuid4().hex[:12]}.sock"
-        endpoint = f"ipc://{endpoint_path}"
         socket = self._context.socket(zmq.PAIR)
         socket.setsockopt(zmq.LINGER, 0)
-        socket.bind(endpoint)
-        command = [sys.executable, "-m", "node_agent.worker", "--model", str(path),
-                   "--endpoint", endpoint, "--threads", str(threads), "--n-ctx", str(n_ctx)]
-        env = dict(os.environ)
-        process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
-        worker = ProcessWorker(model=model, process=process, socket=socket,
-                               endpoint_path=endpoint_path)
+        try:
+            port = socket.bind_to_random_port("tcp://127.0.0.1")
+            command = [sys.executable, "-m", "node_agent.worker", "--model", str(path),
+                       "--endpoint", f"tcp://127.0.0.1:{port}", "--threads", str(threads),
+                       "--n-ctx", str(n_ctx)]
+            process = subprocess.Popen(command, env=dict(os.environ), cwd=self._run_dir,
+                                       stdin=subprocess.DEVNULL)
+        except (zmq.ZMQError, OSError) as exc:
+            socket.close(linger=0)
+            raise WorkerError(f"cannot start a worker for {model}: {exc}") from exc
+        worker = ProcessWorker(model=model, process=process, socket=socket)
         try:
             await worker.wait_ready(timeout_s=timeout_s)
-        except WorkerError:
-            await worker.stop()
+        except BaseException:  # WorkerError, or cancelled while loading: leave nothing behind
+            await asyncio.shield(worker.stop())
             raise
         return worker

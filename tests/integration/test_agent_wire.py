@@ -8,6 +8,8 @@ registers again), then SIGTERM (the agent leaves with a last "bye").
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import signal
 import subprocess
@@ -19,7 +21,11 @@ from pathlib import Path
 import pytest
 import zmq
 
-from node_agent.protocol import Heartbeat, Welcome, decode, encode
+from node_agent.agent import Agent, AgentConfig
+from node_agent.errors import AgentError
+from node_agent.model_store import ModelStore
+from node_agent.protocol import DesiredWorkers, Heartbeat, Welcome, WorkerSpec, decode, encode
+from node_agent.runtime import WorkerHandle
 
 pytestmark = pytest.mark.integration
 
@@ -100,3 +106,38 @@ def test_agent_survives_garbage_reconnects_after_silence_and_says_bye(
         output = agent.communicate(timeout=10)[0]
     assert "dropped a bad message from the coordinator" in output
     assert "lost the coordinator; reconnecting" in output
+
+
+class _BrokenRuntime:
+    """A worker runtime (our own interface) whose start fails with an unexpected error."""
+
+    async def start(self, *, model: str, path: Path, threads: int, n_ctx: int,
+                    timeout_s: float) -> WorkerHandle:
+        raise RuntimeError("simulated bug in a runtime")
+
+
+def test_agent_stops_loudly_when_one_of_its_tasks_fails(
+        router: tuple[zmq.Socket[bytes], int], tmp_path: Path) -> None:
+    sock, port = router
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF" + b"\0" * 60)
+    sha = hashlib.sha256(model.read_bytes()).hexdigest()
+    store = ModelStore(tmp_path / "models")  # the model is already in the agent's store
+    store.write_chunk(sha, offset=0, data=model.read_bytes(), total_size=64)
+    store.finish(sha)
+    agent = Agent(AgentConfig(coordinator=f"127.0.0.1:{port}", token=TOKEN,
+                              cache_dir=tmp_path, name="buggy"), runtime=_BrokenRuntime())
+
+    def coordinator() -> None:
+        peer, _ = _next(sock, "register")
+        sock.send_multipart([peer, *encode(Welcome(node_id=1, heartbeat_interval_s=0.2,
+                                                   liveness=50))])
+        sock.send_multipart([peer, *encode(DesiredWorkers(workers=(WorkerSpec(
+            model="m", sha256=sha, size=64, threads=1, n_ctx=128),)))])
+
+    async def scenario() -> None:
+        await asyncio.gather(asyncio.to_thread(coordinator),
+                             asyncio.wait_for(agent.run(), timeout=30))
+
+    with pytest.raises(AgentError, match="simulated bug in a runtime"):
+        asyncio.run(scenario())

@@ -30,8 +30,11 @@ async def _runtime(run_dir: Path) -> AsyncIterator[ProcessRuntime]:
 
 def test_worker_serves_streamed_completions_with_timings(tiny_model: Path,
                                                          tmp_path: Path) -> None:
+    # a run directory far longer than a Unix socket path may be (~107 bytes) must work
+    run_dir = tmp_path / ("deep-" * 30)
+
     async def scenario() -> tuple[Completion, Completion, float]:
-        async with _runtime(tmp_path) as runtime:
+        async with _runtime(run_dir) as runtime:
             worker = await runtime.start(model="tiny", path=tiny_model, threads=1, n_ctx=512,
                                          timeout_s=60)
             try:
