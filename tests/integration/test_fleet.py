@@ -11,12 +11,15 @@ import subprocess
 import sys
 import time
 
+import httpx
 import pytest
 import zmq
 
 from coordinator.client import Client, ClientError
 from coordinator.demo import LocalFleet, wait_for
-from tests.integration.conftest import TINY, store_rows
+from node_agent.hardware import hardware_facts
+from node_agent.protocol import PROTOCOL_VERSION, Heartbeat, Register, encode
+from tests.integration.conftest import TINY, TOKEN, store_rows
 
 pytestmark = pytest.mark.integration
 
@@ -75,8 +78,8 @@ def test_job_runs_on_real_agents_and_stores_one_row_per_item(
 def test_agents_report_health_and_hardware(fleet: LocalFleet, client: Client) -> None:
     wait_for("metrics from every node", lambda: all(
         n["metrics"] is not None for n in client.nodes()), fleet=fleet, timeout_s=30)
-    nodes = client.nodes()
-    assert {n["name"] for n in nodes} >= {"local-1", "local-2"}
+    nodes = [n for n in client.nodes() if n["name"].startswith("local-")]
+    assert {n["name"] for n in nodes} == {"local-1", "local-2"}
     for node in nodes:
         assert node["state"] in ("ready", "busy")
         assert node["facts"]["cores"] >= 1
@@ -138,11 +141,17 @@ def _exchange(hub_port: int, frames: list[bytes]) -> dict[str, object]:
     try:
         sock.connect(f"tcp://127.0.0.1:{hub_port}")
         sock.send_multipart(frames)
-        reply: dict[str, object] = json.loads(sock.recv_multipart()[0])
-        return reply
+        return _reply(sock)
     finally:
         sock.close()
         context.term()
+
+
+def _reply(sock: zmq.Socket[bytes], *, skip: tuple[str, ...] = ()) -> dict[str, object]:
+    while True:
+        reply: dict[str, object] = json.loads(sock.recv_multipart()[0])
+        if reply["type"] not in skip:
+            return reply
 
 
 MALFORMED = [
@@ -171,3 +180,39 @@ def test_malformed_and_unauthenticated_messages_never_stop_the_hub(
     leased = store_rows(fleet, "SELECT COUNT(*) AS n FROM work_items WHERE job_id = ? AND "
                         "lease_id IS NOT NULL", job["id"])
     assert leased[0]["n"] == 0
+
+
+def test_silent_node_is_dropped_and_told_to_register_again(fleet: LocalFleet,
+                                                          client: Client) -> None:
+    """The hub forgets a peer silent for liveness x interval (1 s x 3 here)."""
+    context = zmq.Context()
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVTIMEO, 5000)
+    try:
+        sock.connect(f"tcp://127.0.0.1:{fleet.hub_port}")
+        sock.send_multipart(encode(Register(protocol=PROTOCOL_VERSION, token=TOKEN,
+                                            name="ghost", facts=hardware_facts())))
+        assert _reply(sock)["type"] == "welcome"
+        sock.send_multipart(encode(Heartbeat(seq=0)))
+        wait_for("the ghost to be declared unreachable", lambda: any(
+            n["name"] == "ghost" and n["state"] == "unreachable" for n in client.nodes()),
+            fleet=fleet, timeout_s=30)
+        while sock.poll(timeout=2500):  # the hub heartbeats live peers every second
+            sock.recv_multipart()       # ... and stops once it has dropped this one
+        sock.send_multipart(encode(Heartbeat(seq=1)))
+        reply = _reply(sock, skip=("heartbeat", "desired_workers"))
+        assert reply["type"] == "rejected" and reply["reregister"] is True
+    finally:
+        sock.close()
+        context.term()
+
+
+def test_status_page_shows_nodes_and_jobs(fleet: LocalFleet, client: Client) -> None:
+    page = httpx.get(f"{fleet.api_url}/", timeout=10)
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    for node in client.nodes():
+        assert f"<td>{node['name']}</td>" in page.text
+    for job in client.jobs():
+        assert f"<td>{job['name']}</td>" in page.text
+        assert f"{job['done']} / {job['total']}" in page.text
