@@ -3,7 +3,7 @@
 #   make demo                     set up, then run the embedded demo and exit
 #   make demo DEMO_ARGS="--nodes 2 --limit 5"
 #   make test                     set up, then lint and run the whole test suite
-#   make lint                     ruff only
+#   make lint                     ruff + mypy --strict
 #
 # llama-cpp-python is compiled once into $(WHEELHOUSE) (outside the checkout, so every
 # clone on this machine reuses it); the venv is rebuilt only when pyproject.toml changes.
@@ -37,6 +37,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

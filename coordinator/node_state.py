@@ -1,13 +1,14 @@
 """A node's state, derived from its last heartbeat by a pure function.
 
-    joining ──register──▶ ready ◀──idle── busy
-                           │  ▲             ▲
-        silent > liveness×interval │  │ heard again    │ a worker is busy
-                           ▼  │
-                        unreachable          left (sent "bye")
+    (register) ──▶ ready ◀──────── idle ──────── busy
+                    │  ▲                          ▲
+     silent for     │  │ heard from again         │ a worker is serving a request
+     ≥ liveness ×   ▼  │                          │
+     interval     unreachable               (any state) ──"bye"──▶ left
 
-`busy` means at least one worker is serving a request; `left` is a node that said bye.
-"""
+`busy` means at least one worker is serving a request; `left` is a node that said bye
+(it becomes ready again when it registers). The fuller lifecycle of the design
+(draining, dead, revoked) comes with the scheduler."""
 
 from __future__ import annotations
 

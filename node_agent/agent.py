@@ -413,6 +413,6 @@ async def run_until_signalled(agent: Agent) -> None:
         await task
 
 
-def _drain(queue: asyncio.Queue[object]) -> None:
+def _drain(queue: asyncio.Queue[Any]) -> None:
     while not queue.empty():
         queue.get_nowait()

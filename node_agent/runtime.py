@@ -10,6 +10,7 @@ failed or cancelled start leaves no process or socket behind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -19,7 +20,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import psutil
 import zmq
@@ -108,7 +109,10 @@ class ProcessWorker:
             payload = {"type": "complete", "id": request_id, "prompt": request.prompt,
                        "stop": list(request.stop), "max_tokens": request.max_tokens,
                        "temperature": request.temperature, "seed": request.seed}
-            await self._socket.send(json.dumps(payload).encode())
+            try:  # a PAIR send with no connected peer would wait forever
+                await self._socket.send(json.dumps(payload).encode(), flags=zmq.NOBLOCK)
+            except zmq.Again:
+                raise WorkerError(f"worker for {self.model} is not connected") from None
             reply = await self._receive(timeout_s=timeout_s)
             self.rss_mb()
             if reply.get("type") != "done" or reply.get("id") != request_id:
@@ -122,7 +126,7 @@ class ProcessWorker:
                 peak_rss_mb=self._peak_rss_mb,
             )
 
-    async def _receive(self, *, timeout_s: float) -> dict[str, object]:
+    async def _receive(self, *, timeout_s: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if await self._socket.poll(timeout=200):
@@ -149,10 +153,8 @@ class ProcessWorker:
 
     async def stop(self) -> None:
         if self.alive():
-            try:
-                await self._socket.send(json.dumps({"type": "stop"}).encode())
-            except zmq.ZMQError:
-                pass
+            with contextlib.suppress(zmq.ZMQError):  # incl. Again: the worker already left
+                await self._socket.send(json.dumps({"type": "stop"}).encode(), flags=zmq.NOBLOCK)
             try:
                 await asyncio.wait_for(asyncio.to_thread(self._process.wait), timeout=5)
             except TimeoutError:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Literal, NewType
+from typing import Literal, NewType, TypeGuard
 
 import networkx as nx
 
@@ -52,7 +52,7 @@ class OverlayStats:
     diameter: int
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -68,7 +68,7 @@ class Overlay:
         self._k = fanout
         self._stats: OverlayStats | None = None
         total = nodes + 1
-        graph = nx.Graph()
+        graph: nx.Graph[int] = nx.Graph()
         graph.add_nodes_from(range(total))
         self._depth = [0] * total
         for i in range(1, total):
@@ -161,7 +161,8 @@ class Overlay:
 
     def edges(self) -> list[Edge]:
         """Every undirected edge once, with ``a < b``, sorted by ``(a, b)``."""
-        found = [Edge(min(u, v), max(u, v), kind) for u, v, kind in self._graph.edges(data="kind")]
+        found = [Edge(min(u, v), max(u, v), data["kind"])
+                 for u, v, data in self._graph.edges(data=True)]
         return sorted(found, key=lambda e: (e.a, e.b))
 
     def stats(self) -> OverlayStats:
@@ -179,7 +180,7 @@ class Overlay:
                 max_hops_to_root=max(agent_depths, default=0),
                 mean_hops_to_root=(sum(agent_depths) / len(agent_depths)) if agent_depths else 0.0,
                 max_degree=max((d for _, d in graph.degree()), default=0),
-                node_connectivity=nx.node_connectivity(graph),
+                node_connectivity=int(nx.node_connectivity(graph)),
                 diameter=nx.diameter(graph),
             )
         return self._stats

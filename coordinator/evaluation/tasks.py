@@ -50,7 +50,7 @@ class ClassificationTask:
     """Classification with the dataset's own labels; few-shot prompt from the train split."""
 
     name = classification.TASK
-    metrics = (
+    metrics: tuple[MetricInfo, ...] = (
         MetricInfo("accuracy", True, "mean"),
         MetricInfo("macro_f1", True, "macro-F1 over the dataset's labels"),
         MetricInfo("invalid_rate", False, "mean"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 import zmq.asyncio
 
 from node_agent.errors import WorkerError
-from node_agent.runtime import Completion, CompletionRequest, ProcessRuntime
+from node_agent.runtime import Completion, CompletionRequest, ProcessRuntime, ProcessWorker
 
 pytestmark = pytest.mark.integration
 
@@ -71,3 +72,29 @@ def test_corrupt_model_fails_to_start_with_a_clear_error(
 
     with pytest.raises(WorkerError, match=expected):
         asyncio.run(scenario())
+
+
+def test_worker_without_a_connected_peer_fails_fast_and_stops(tmp_path: Path) -> None:
+    """A live process whose socket peer is gone: complete() errors, stop() returns.
+
+    A ZeroMQ PAIR send waits forever when no peer is connected; both calls must not.
+    """
+    async def scenario() -> tuple[str, bool]:
+        context = zmq.asyncio.Context()
+        socket = context.socket(zmq.PAIR)
+        socket.bind_to_random_port("tcp://127.0.0.1")
+        process = subprocess.Popen(["sleep", "60"])
+        worker = ProcessWorker(model="ghost", process=process, socket=socket)
+        try:
+            with pytest.raises(WorkerError) as failure:
+                await asyncio.wait_for(worker.complete(REQUEST, timeout_s=5), timeout=30)
+            await asyncio.wait_for(worker.stop(), timeout=30)
+            return str(failure.value), worker.alive()
+        finally:
+            process.kill()
+            process.wait()
+            context.destroy(linger=0)
+
+    message, alive = asyncio.run(scenario())
+    assert "not connected" in message
+    assert not alive, "stop() ends a worker that does not answer"
