@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml deploy/dev/system-packages.sh deploy/dev/wheelhouse.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet --find-links "$(WHEELHOUSE)" \
-		--only-binary llama-cpp-python -e '.[test]'
+		--only-binary llama-cpp-python -e '.[test,embeddings]'
 	touch $(STAMP)
 
 demo: $(STAMP)

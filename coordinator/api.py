@@ -9,18 +9,21 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Body, Depends, FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from coordinator import store as st
+from coordinator.comparison import compare_jobs
+from coordinator.datasets.loader import builtin_names, load_builtin, parse_dataset
 from coordinator.db import utcnow
 from coordinator.errors import JobSpecError, ModelError, NotFoundError, SlmfleetError
 from coordinator.jobs import submit_job
 from coordinator.node_state import node_state
-from coordinator.results import item_record, job_summary
+from coordinator.reports import render_text, self_contained_html
+from coordinator.results import item_record, job_report
 from coordinator.status_page import render_status_page
 from node_agent.model_store import GGUF_MAGIC, sha256_file
 
@@ -33,6 +36,23 @@ class ModelCreate(BaseModel):
     path: str = Field(min_length=1, description="GGUF file on the coordinator's disk")
     threads: int = Field(default=2, ge=1, le=64)
     n_ctx: int = Field(default=2048, ge=128, le=131072)
+
+
+class DatasetCreate(BaseModel):
+    """A user dataset, sent inline so the coordinator needs no shared filesystem."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")
+    task: str = Field(min_length=1)
+    format: Literal["jsonl", "csv"] = "jsonl"
+    content: str = Field(min_length=1, max_length=64 * 2**20)
+    labels: dict[str, str] | None = None
+    documents: str | None = Field(default=None, max_length=64 * 2**20,
+                                  description="RAG: the document collection as JSONL")
+
+
+class ReportError(SlmfleetError):
+    """A report was asked for in a format that does not exist."""
 
 
 def get_store(request: Request) -> st.Store:
@@ -118,17 +138,68 @@ def create_app(*, store: st.Store, hub: Any = None) -> FastAPI:
 
     @app.get(f"{API}/jobs/{{job_id}}")
     def get_job(s: StoreDep, job_id: int) -> dict[str, Any]:
-        view = job_view(s, st.get_job(s, job_id=job_id))
-        view["summary"] = job_summary(s, job_id=job_id)
-        return view
+        return job_view(s, st.get_job(s, job_id=job_id))
+
+    reports: dict[int, tuple[tuple[str, int, int], dict[str, Any]]] = {}
+
+    def report_of(s: st.Store, job_id: int) -> dict[str, Any]:
+        """The job's report, recomputed only when its progress changed (bootstrap is slow)."""
+        job = st.get_job(s, job_id=job_id)
+        progress = st.job_progress(s, job_id=job_id)
+        version = (job.state, progress.get("done", 0), progress.get("failed", 0))
+        cached = reports.get(job_id)
+        if cached is None or cached[0] != version:
+            reports[job_id] = (version, job_report(s, job_id=job_id))
+        return reports[job_id][1]
 
     @app.get(f"{API}/jobs/{{job_id}}/results")
     def job_results(s: StoreDep, job_id: int) -> dict[str, Any]:
-        st.get_job(s, job_id=job_id)
-        return {"job_id": job_id,
-                "summary": job_summary(s, job_id=job_id),
-                "by_node": job_summary(s, job_id=job_id, by_node=True),
-                "items": [item_record(i) for i in st.job_items(s, job_id=job_id)]}
+        return {**report_of(s, job_id),
+                "records": [item_record(i) for i in st.job_items(s, job_id=job_id)]}
+
+    @app.get(f"{API}/jobs/{{job_id}}/report")
+    def job_report_route(s: StoreDep, job_id: int, format: str = "json") -> Response:
+        report = report_of(s, job_id)
+        if format == "html":
+            return HTMLResponse(self_contained_html(report))
+        if format == "json":
+            return JSONResponse(report)
+        try:
+            text = render_text(report, format)
+        except ValueError as exc:
+            raise ReportError(f"format: {exc}") from None
+        media = {"csv": "text/csv", "latex": "application/x-latex"}.get(format, "text/plain")
+        return Response(text, media_type=f"{media}; charset=utf-8")
+
+    @app.get(f"{API}/compare")
+    def compare(s: StoreDep, base: int, candidate: int) -> dict[str, Any]:
+        st.get_job(s, job_id=base)
+        st.get_job(s, job_id=candidate)
+        return compare_jobs(s, base=base, candidate=candidate)
+
+    @app.get(f"{API}/datasets")
+    def list_datasets(s: StoreDep) -> list[dict[str, Any]]:
+        builtin = [load_builtin(name) for name in builtin_names()]
+        return [*({"name": f"builtin:{d.name}", "task": d.task, "version": d.version,
+                   "sha256": d.sha256, "items": len(d.split("test")), "builtin": True}
+                  for d in builtin),
+                *({"name": d.name, "task": d.task, "version": d.sha256[:12],
+                   "sha256": d.sha256, "items": d.items, "builtin": False}
+                  for d in st.list_datasets(s))]
+
+    @app.post(f"{API}/datasets", status_code=201)
+    def add_dataset(s: StoreDep, body: DatasetCreate) -> dict[str, Any]:
+        content = body.content.encode()
+        documents = body.documents.encode() if body.documents is not None else None
+        dataset = parse_dataset(content, task=body.task, where=Path(f"dataset '{body.name}'"),
+                                name=body.name, labels=body.labels, documents_raw=documents,
+                                csv_format=body.format == "csv")
+        tests = len(dataset.split("test"))
+        row = st.add_dataset(s, name=body.name, task=body.task, sha256=dataset.sha256,
+                             content=content, csv_format=body.format == "csv",
+                             documents=documents, labels=body.labels, items=tests)
+        return {"name": row.name, "task": row.task, "sha256": row.sha256,
+                "items": row.items, "ref": dataset.ref}
 
     @app.get("/", response_class=HTMLResponse)
     def status_page(s: StoreDep) -> str:

@@ -37,7 +37,7 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 @app.command()
 def demo(
     nodes: Annotated[int, typer.Option(min=1, max=32, help="Local agents to start.")] = 3,
-    limit: Annotated[int, typer.Option(min=1, help="Items per task.")] = 20,
+    limit: Annotated[int, typer.Option(min=1, help="Items per task (five tasks).")] = 10,
     exit_after: Annotated[bool, typer.Option("--exit", help="Exit after the report.")] = False,
     data_dir: Annotated[Path, typer.Option(help="Where runs, models and logs go.")] = Path(
         ".slmfleet/demo"),
@@ -139,37 +139,139 @@ def jobs(api: ApiOption = DEFAULT_API) -> None:
 
 @app.command()
 def status(job_id: int, api: ApiOption = DEFAULT_API) -> None:
-    """Show one job: state, progress and its results table."""
+    """Show one job: state, progress and its results tables."""
     from coordinator.client import Client
-    from coordinator.render import results_table
+    from coordinator.reports import render_table
 
     try:
-        job = Client(api).job(job_id)
+        client = Client(api)
+        job = client.job(job_id)
+        report = client.report(job_id)
     except SlmfleetError as exc:
         raise _fail(str(exc)) from None
     console.print(f"job {job['id']} {job['name']}: {job['state']}, {job['done']}/"
                   f"{job['total']} done, {job['failed']} failed")
-    console.print(results_table(job["summary"], title="results"))
+    for table in render_table(report):
+        console.print(table)
 
 
 @app.command()
-def report(job_id: int, format: Annotated[str, typer.Option(help="table or json")] = "table",
-           api: ApiOption = DEFAULT_API) -> None:
-    """Print a job's results (per model × task and per node)."""
+def report(
+    job_id: int,
+    format: Annotated[str, typer.Option(
+        help="table, csv, json, latex or html (html writes a folder with plots).")] = "table",
+    out: Annotated[Path | None, typer.Option(
+        help="Write here instead of printing (a folder for html; default report-JOB).")] = None,
+    api: ApiOption = DEFAULT_API,
+) -> None:
+    """A job's report: quality with 95% intervals, latency, tokens/s and memory."""
     from coordinator.client import Client
-    from coordinator.render import results_table
+    from coordinator.reports import FORMATS, node_table, render_table, render_text, write_html
 
+    if format not in FORMATS:
+        raise _fail(f"--format {format} is not one of {', '.join(FORMATS)}", 2)
     try:
-        results = Client(api).results(job_id)
+        data = Client(api).report(job_id)
     except SlmfleetError as exc:
         raise _fail(str(exc)) from None
-    if format == "json":
-        console.print_json(json.dumps(results))
-    elif format == "table":
-        console.print(results_table(results["summary"], title=f"job {job_id}"))
-        console.print(results_table(results["by_node"], title="per node"))
+    if format == "html":
+        page = write_html(data, out or Path(f"report-{job_id}"))
+        console.print(f"wrote {page} (open it in a browser; plots beside it)")
+    elif format == "table" and out is None:
+        for table in render_table(data):
+            console.print(table)
+        console.print(node_table(data))
+    elif out is not None:
+        out.write_text(render_text(data, format), encoding="utf-8")
+        console.print(f"wrote {out}")
     else:
-        raise _fail(f"--format {format} is not available yet; use table or json", 2)
+        print(render_text(data, format), end="")
+
+
+@app.command()
+def compare(
+    base: Annotated[int, typer.Argument(help="The baseline job id.")],
+    candidate: Annotated[int, typer.Argument(help="The candidate job id.")],
+    fail_on: Annotated[list[str] | None, typer.Option(
+        "--fail-on", help='A regression gate, e.g. "ner.f1_strict < -0.02" (repeatable).')
+    ] = None,
+    api: ApiOption = DEFAULT_API,
+) -> None:
+    """Candidate minus base per task and metric, with paired-bootstrap 95% intervals.
+
+    Exits 1 when a --fail-on rule holds for the whole interval (a regression beyond the
+    bound with statistical confidence), so it can gate CI.
+    """
+    from rich.table import Table
+
+    from coordinator.client import Client
+    from coordinator.compare import Delta, describe, parse_rule, violations
+
+    try:
+        rules = [parse_rule(text) for text in fail_on or []]
+        result = Client(api).compare(base=base, candidate=candidate)
+        deltas = [Delta(**d) for d in result["deltas"]]
+        broken = violations(rules, deltas)
+    except SlmfleetError as exc:
+        raise _fail(str(exc), 2) from None
+    table = Table(title=f"job {candidate} vs job {base} (candidate − base, paired items: "
+                  f"{', '.join(f'{t} {n}' for t, n in result['paired_items'].items())})")
+    for header in ("task", "metric", "delta", "95% interval", ""):
+        table.add_column(header, justify="left" if header in ("task", "metric") else "right")
+    for d in deltas:
+        better = (d.low > 0) if d.higher_is_better else (d.high < 0)
+        worse = (d.high < 0) if d.higher_is_better else (d.low > 0)
+        table.add_row(d.task, d.metric, f"{d.delta:+.4f}", f"[{d.low:+.4f}, {d.high:+.4f}]",
+                      "better" if better else "worse" if worse else "")
+    console.print(table)
+    for rule, delta in broken:
+        err_console.print(f"[bold red]regression:[/] {describe(rule, delta)}")
+    if broken:
+        raise typer.Exit(1)
+
+
+datasets_app = typer.Typer(help="Built-in and registered datasets.", no_args_is_help=False,
+                           invoke_without_command=True)
+app.add_typer(datasets_app, name="datasets")
+
+
+@datasets_app.callback()
+def datasets(ctx: typer.Context, api: ApiOption = DEFAULT_API) -> None:
+    """List datasets (built-in and registered) with task, version, sha256 and test items."""
+    if ctx.invoked_subcommand is None:
+        _print_json_api(lambda c: c.datasets(), api)
+
+
+@datasets_app.command("add")
+def datasets_add(
+    path: Annotated[Path, typer.Argument(help="A JSONL or CSV file in the task's schema.")],
+    task: Annotated[str, typer.Option(help="classification, translation, ner, "
+                                           "summarization or rag.")],
+    name: Annotated[str | None, typer.Option(help="Name to use in job specs "
+                                                  "(default: the file name).")] = None,
+    labels: Annotated[Path | None, typer.Option(
+        help="classification: JSON object of label -> description.")] = None,
+    documents: Annotated[Path | None, typer.Option(
+        help="rag: the document collection (JSONL of id, title, text).")] = None,
+    api: ApiOption = DEFAULT_API,
+) -> None:
+    """Validate a dataset file locally, then register it with the coordinator."""
+    from coordinator.client import Client
+    from coordinator.datasets.loader import load_dataset_file
+
+    try:
+        label_map = json.loads(labels.read_text(encoding="utf-8")) if labels else None
+        dataset = load_dataset_file(path, task=task, labels=label_map, documents=documents,
+                                    name=name)
+        body = {"name": dataset.name, "task": task,
+                "format": "csv" if path.suffix.lower() == ".csv" else "jsonl",
+                "content": path.read_text(encoding="utf-8"), "labels": label_map,
+                "documents": documents.read_text(encoding="utf-8") if documents else None}
+        added = Client(api).add_dataset(body)
+    except (SlmfleetError, OSError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"registered dataset {added['name']} ({task}, {added['items']} test items, "
+                  f"{added['ref']}); use it in a job spec as dataset: {added['name']}")
 
 
 @app.command()

@@ -62,3 +62,16 @@ class Client:
 
     def results(self, job_id: int) -> dict[str, Any]:
         return self._call("GET", f"/jobs/{job_id}/results")  # type: ignore[no-any-return]
+
+    def report(self, job_id: int) -> dict[str, Any]:
+        return self._call("GET", f"/jobs/{job_id}/report")  # type: ignore[no-any-return]
+
+    def compare(self, *, base: int, candidate: int) -> dict[str, Any]:
+        return self._call("GET", "/compare",  # type: ignore[no-any-return]
+                          params={"base": base, "candidate": candidate})
+
+    def datasets(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/datasets")  # type: ignore[no-any-return]
+
+    def add_dataset(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/datasets", json=body)  # type: ignore[no-any-return]

@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -57,6 +58,21 @@ class ModelRow(Base):
     path: Mapped[str] = mapped_column(Text)
     threads: Mapped[int] = mapped_column(Integer, default=2)
     n_ctx: Mapped[int] = mapped_column(Integer, default=2048)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class DatasetRow(Base):
+    """A user dataset, stored whole: the bytes a job's results name by sha256."""
+
+    __tablename__ = "datasets"
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    task: Mapped[str] = mapped_column(String(32))
+    sha256: Mapped[str] = mapped_column(String(64))
+    csv_format: Mapped[bool] = mapped_column(default=False)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    documents: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    labels: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
+    items: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 

@@ -24,10 +24,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from coordinator.client import Client, ClientError
 from coordinator.errors import SlmfleetError
-from coordinator.render import results_table
+from coordinator.reports import node_table, render_table
 
 GEMMA_NAME = "gemma-3-270m-q4_k_m"
-DEMO_TASKS = ({"task": "classification", "dataset": "builtin:classification"},)
+DEMO_TASKS = tuple({"task": task, "dataset": f"builtin:{task}"}
+                   for task in ("classification", "translation", "ner", "summarization", "rag"))
 
 
 class DemoError(SlmfleetError):
@@ -169,14 +170,15 @@ def run_demo(*, nodes: int, limit: int, exit_after: bool, data_root: Path,
                  lambda: workers_ready(client, model_name, nodes) >= nodes, fleet=fleet,
                  timeout_s=600)
         spec = {"name": "demo", "models": [model_name], "tasks": list(DEMO_TASKS),
-                "params": {"temperature": 0.0, "seed": 42, "max_tokens": 8},
-                "limit": limit}
+                "params": {"temperature": 0.0, "seed": 42}, "limit": limit}
         state = run_job(client, spec, fleet=fleet, console=console, timeout_s=timeout_s)
-        results = client.results(state["id"])
-        console.print(results_table(results["summary"], title=f"job {state['id']}: quality "
-                                    "and cost per model and task"))
-        console.print(results_table(results["by_node"], title="per node"))
-        console.print(f"status page: {fleet.api_url}/   store: "
+        console.print("scoring and computing 95% confidence intervals …")
+        results = client.report(state["id"])
+        for table in render_table(results):
+            console.print(table)
+        console.print(node_table(results))
+        console.print(f"status page: {fleet.api_url}/   report: slmfleet report "
+                      f"{state['id']} --api {fleet.api_url} --format html   store: "
                       f"{run_dir / 'coordinator' / 'slmfleet.db'}")
         if state["state"] != "finished" or state["failed"]:
             raise DemoError(f"job {state['id']} ended {state['state']} with "

@@ -137,6 +137,11 @@ class Hub:
         for other, session in list(self.peers.items()):
             if session.node_id == node.id:
                 del self.peers[other]
+        # a new session knows nothing of leases sent to the old one: hand them out again
+        requeued = st.requeue_node_leases(self.store, node_id=node.id)
+        if requeued:
+            log.warning("node %d registered again; requeued its %d leased items", node.id,
+                        requeued)
         self.peers[peer] = Peer(node_id=node.id, last_seen=time.monotonic())
         log.info("node %d (%s) registered", node.id, message.name)
         await self._send(peer, Welcome(node_id=node.id, heartbeat_interval_s=self.interval_s,
@@ -177,14 +182,7 @@ class Hub:
                         temperature=item.params["temperature"], seed=item.params["seed"],
                         lease_s=self.lease_s))
             case WorkResult():
-                accepted = st.complete_item(
-                    self.store, item_id=message.item_id, lease_id=message.lease_id,
-                    node_id=session.node_id, output=message.output,
-                    measurement=message.measurement.model_dump()
-                    if message.measurement else None,
-                    error=message.error, scorer=score_item)
-                if not accepted:
-                    log.info("discarded a stale result for item %d", message.item_id)
+                await self._record_result(session, message)
             case Bye():
                 st.mark_left(self.store, node_id=session.node_id)
                 del self.peers[peer]
@@ -192,6 +190,30 @@ class Hub:
                 await self._send(peer, ErrorReply(
                     code="unexpected", message=f"{type(message).__name__} is not accepted "
                     "by the coordinator"))
+
+    async def _record_result(self, session: Peer, result: WorkResult) -> None:
+        """Score off the event loop (embedding metrics take a while), then record once."""
+        item = st.get_item(self.store, item_id=result.item_id)
+        if item is None or item.lease_id != result.lease_id:
+            self.store.discarded_results += 1
+            log.info("discarded a stale result for item %d", result.item_id)
+            return
+        scored: tuple[str | None, dict[str, Any]] = (None, {})
+        if result.error is None:
+            try:
+                scored = await asyncio.to_thread(score_item, item, result.output)
+            except Exception as exc:  # noqa: BLE001 - a scoring bug fails this item, not the hub
+                log.exception("scoring item %d (%s) failed", item.id, item.task)
+                st.fail_item(self.store, item_id=item.id, lease_id=result.lease_id,
+                             reason=f"scoring failed: {exc!r}")
+                return
+        accepted = st.complete_item(
+            self.store, item_id=result.item_id, lease_id=result.lease_id,
+            node_id=session.node_id, output=result.output,
+            measurement=result.measurement.model_dump() if result.measurement else None,
+            error=result.error, scorer=lambda _item, _output: scored)
+        if not accepted:
+            log.info("discarded a stale result for item %d", result.item_id)
 
     async def _send_chunk(self, peer: bytes, request: ChunkRequest) -> None:
         model = st.model_by_sha(self.store, sha256=request.sha256)
@@ -204,9 +226,17 @@ class Hub:
                                      total_size=model.size), data)
 
     async def _tick(self) -> None:
+        last_tick = time.monotonic()
         while True:
             await asyncio.sleep(self.interval_s)
             now = time.monotonic()
+            stall = now - last_tick - self.interval_s
+            last_tick = now
+            if stall > self.interval_s:
+                # the hub itself was not listening (a blocked loop): peers are not to blame
+                log.warning("hub loop stalled for %.1f s; not counted against peers", stall)
+                for session in self.peers.values():
+                    session.last_seen += stall
             seen: dict[int, Any] = {}
             for peer, session in list(self.peers.items()):
                 if not peer_alive(last_seen=session.last_seen, now=now,

@@ -8,23 +8,43 @@ stores nothing. Each work item carries its rendered prompt and its reference ans
 from __future__ import annotations
 
 import difflib
+from pathlib import Path
 from typing import Any
 
 from coordinator import store as st
-from coordinator.datasets.loader import Dataset, builtin_names, load_builtin
-from coordinator.db import JobRow
+from coordinator.datasets.loader import (
+    BUILTIN_PREFIX,
+    Dataset,
+    builtin_names,
+    load_builtin,
+    parse_dataset,
+)
+from coordinator.db import DatasetRow, JobRow
 from coordinator.errors import DatasetError, JobSpecError
 from coordinator.evaluation.tasks import get_task
 from coordinator.jobspec import JobSpec, parse_job_spec
 
 
-def resolve_dataset(ref: str) -> Dataset:
-    """The dataset a job spec names: `builtin:NAME` for now."""
+def stored_dataset(row: DatasetRow) -> Dataset:
+    """A registered user dataset, parsed from the bytes the store holds."""
+    return parse_dataset(row.content, task=row.task, where=Path(f"dataset '{row.name}'"),
+                         name=row.name, labels=row.labels, documents_raw=row.documents,
+                         version=row.sha256[:12], csv_format=row.csv_format)
+
+
+def resolve_dataset(store: st.Store, ref: str) -> Dataset:
+    """The dataset a job spec names: `builtin:NAME` or the name of a registered dataset."""
+    if not ref.startswith(BUILTIN_PREFIX):
+        row = st.get_dataset(store, name=ref)
+        if row is not None:
+            return stored_dataset(row)
     try:
         return load_builtin(ref)
     except DatasetError as exc:
+        registered = [d.name for d in st.list_datasets(store)]
         raise JobSpecError(f"dataset '{ref}': {exc} (built-in: "
-                           f"{', '.join('builtin:' + n for n in builtin_names())})") from None
+                           f"{', '.join('builtin:' + n for n in builtin_names())}; "
+                           f"registered: {', '.join(registered) or 'none'})") from None
 
 
 def submit_job(store: st.Store, raw: Any) -> JobRow:
@@ -51,7 +71,7 @@ def submit_job(store: st.Store, raw: Any) -> JobRow:
     seen: set[tuple[str, str]] = set()
     for task_spec in spec.tasks:
         task = get_task(task_spec.task)
-        dataset = resolve_dataset(task_spec.dataset)
+        dataset = resolve_dataset(store, task_spec.dataset)
         if (task.name, dataset.ref) in seen:
             raise JobSpecError(f"tasks: {task.name} on dataset '{task_spec.dataset}' is listed "
                                "more than once; list each task and dataset pair once")
@@ -63,7 +83,8 @@ def submit_job(store: st.Store, raw: Any) -> JobRow:
         planned = task.plan(dataset, limit=limit, seed=spec.params.seed)
         for model in spec.models:
             for repeat in range(spec.repeats):
-                params = {**spec.params.model_dump(), "stop": []}
+                params = {**spec.params.model_dump(),
+                          "max_tokens": spec.params.max_tokens or task.spec.max_tokens}
                 for p in planned:
                     items.append(st.NewWorkItem(
                         model=model, task=task.name, dataset=dataset.ref, item_key=p.item_key,

@@ -21,14 +21,16 @@ class _Spec(BaseModel):
 
 class TaskSpec(_Spec):
     task: str = Field(min_length=1)
-    dataset: str = Field(min_length=1, description="builtin:NAME (the built-in datasets)")
+    dataset: str = Field(min_length=1,
+                         description="builtin:NAME, or the name of a registered dataset")
     limit: int | None = Field(default=None, ge=1)
 
 
 class Params(_Spec):
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     seed: int = 42
-    max_tokens: int = Field(default=16, ge=1, le=4096)
+    max_tokens: int | None = Field(default=None, ge=1, le=4096,
+                                   description="output budget; default: each task's own")
     n_ctx: int = Field(default=2048, ge=128, le=131072,
                        description="context the job needs; each model must be served with "
                        "at least this much (its registered n_ctx)")

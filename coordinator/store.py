@@ -16,8 +16,16 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from coordinator.db import JobRow, ModelRow, NodeRow, WorkItemRow, make_engine, utcnow
-from coordinator.errors import ModelError, NotFoundError
+from coordinator.db import (
+    DatasetRow,
+    JobRow,
+    ModelRow,
+    NodeRow,
+    WorkItemRow,
+    make_engine,
+    utcnow,
+)
+from coordinator.errors import DatasetError, ModelError, NotFoundError
 
 
 class Store:
@@ -102,6 +110,38 @@ def list_models(store: Store) -> list[ModelRow]:
 def model_by_sha(store: Store, *, sha256: str) -> ModelRow | None:
     with store.session() as s:
         return s.scalar(select(ModelRow).where(ModelRow.sha256 == sha256))
+
+
+# --- datasets -----------------------------------------------------------------------
+
+
+def add_dataset(store: Store, *, name: str, task: str, sha256: str, content: bytes,
+                csv_format: bool, documents: bytes | None, labels: dict[str, str] | None,
+                items: int) -> DatasetRow:
+    """Store a validated user dataset; the same name with other content is refused."""
+    with store.session.begin() as s:
+        existing = s.get(DatasetRow, name)
+        if existing is not None:
+            if existing.sha256 != sha256:
+                raise DatasetError(f"name: a dataset named '{name}' is already registered with "
+                                   "other content; choose a new name (results name their data "
+                                   "by name and sha256)")
+            return existing
+        row = DatasetRow(name=name, task=task, sha256=sha256, content=content,
+                         csv_format=csv_format, documents=documents, labels=labels,
+                         items=items)
+        s.add(row)
+        return row
+
+
+def get_dataset(store: Store, *, name: str) -> DatasetRow | None:
+    with store.session() as s:
+        return s.get(DatasetRow, name)
+
+
+def list_datasets(store: Store) -> list[DatasetRow]:
+    with store.session() as s:
+        return list(s.scalars(select(DatasetRow).order_by(DatasetRow.name)))
 
 
 # --- jobs and work items ------------------------------------------------------------
@@ -204,6 +244,24 @@ def complete_item(store: Store, *, item_id: int, lease_id: str, node_id: int, ou
         return True
 
 
+def fail_item(store: Store, *, item_id: int, lease_id: str, reason: str) -> bool:
+    """Mark the item of a live lease failed for good (its result cannot be scored)."""
+    with store.session.begin() as s:
+        item = s.get(WorkItemRow, item_id)
+        if item is None or item.status != "leased" or item.lease_id != lease_id:
+            store.discarded_results += 1
+            return False
+        item.lease_id, item.lease_deadline, item.lease_node = None, None, None
+        item.status, item.error = "failed", reason
+        _finish_job_if_done(s, job_id=item.job_id)
+        return True
+
+
+def get_item(store: Store, *, item_id: int) -> WorkItemRow | None:
+    with store.session() as s:
+        return s.get(WorkItemRow, item_id)
+
+
 def _finish_job_if_done(s: Session, *, job_id: int) -> None:
     open_items = s.scalar(select(func.count()).where(
         WorkItemRow.job_id == job_id, WorkItemRow.status.in_(("pending", "leased"))))
@@ -219,6 +277,17 @@ def requeue_expired(store: Store, *, now: datetime | None = None) -> int:
         result = s.execute(update(WorkItemRow)
                            .where(WorkItemRow.status == "leased",
                                   WorkItemRow.lease_deadline < (now or utcnow()))
+                           .values(status="pending", lease_id=None, lease_deadline=None,
+                                   lease_node=None))
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def requeue_node_leases(store: Store, *, node_id: int) -> int:
+    """Return every item leased to `node_id` to the queue; the number requeued."""
+    with store.session.begin() as s:
+        result = s.execute(update(WorkItemRow)
+                           .where(WorkItemRow.status == "leased",
+                                  WorkItemRow.lease_node == node_id)
                            .values(status="pending", lease_id=None, lease_deadline=None,
                                    lease_node=None))
         return int(result.rowcount)  # type: ignore[attr-defined]

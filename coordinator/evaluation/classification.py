@@ -1,9 +1,9 @@
 """Classification task: few-shot prompt for a base model, output parsing and scoring.
 
-The prompt is plain text (no chat template) ending in ``Label:`` so a base model continues
-with a label and stops at the newline (:data:`STOP`). :func:`parse_label` maps the raw
-continuation to one allowed label or ``None`` (invalid); :func:`score` computes accuracy,
-macro-F1 and the invalid rate.
+The prompt is plain text (no chat template) rendered from ``task_specs/classification.yaml``,
+ending in ``Label:`` so a base model continues with a label and stops at the newline.
+:func:`parse_label` maps the raw continuation to one allowed label or ``None`` (invalid);
+:func:`score` computes accuracy, macro-F1 and the invalid rate.
 """
 
 from __future__ import annotations
@@ -12,42 +12,42 @@ import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sklearn.metrics import f1_score
 
-from coordinator.datasets.loader import DatasetItem
-
-TASK = "classification"
-STOP: tuple[str, ...] = ("\n",)
-INVALID = "__invalid__"
-
-_INSTRUCTION = (
-    "Classify each customer message into exactly one of the following labels.\nAllowed labels:\n"
+from coordinator.datasets.loader import Dataset, DatasetItem
+from coordinator.evaluation.tasks import (
+    PlannedItem,
+    Scored,
+    TaskSpec,
+    load_spec,
+    one_line,
+    sample_test_items,
 )
 
-
-def _one_line(text: str) -> str:
-    """Collapse all whitespace (including newlines) so a message stays on one prompt line."""
-    return " ".join(text.split())
+TASK = "classification"
+INVALID = "__invalid__"
 
 
 def render_prompt(*, labels: Mapping[str, str], examples: Sequence[DatasetItem], text: str) -> str:
     """Few-shot prompt: instruction with labels, ``examples``, then ``Message: <text>\\nLabel:``."""
     if not labels:
         raise ValueError("render_prompt needs at least one label")
+    prompt = load_spec(TASK).prompt
     lines = []
     for label, description in labels.items():
-        description = _one_line(description)
+        description = one_line(description)
         lines.append(f"- {label}: {description}" if description else f"- {label}")
-    parts = [_INSTRUCTION, "\n".join(lines), "\nAnswer with the label only.\n\n"]
+    parts = [prompt.instruction.format(labels="\n".join(lines))]
     for example in examples:
         if example.label not in labels:
             raise ValueError(
                 f"example {example.id!r} has label {example.label!r}, which is not one of "
                 f"{', '.join(labels)}"
             )
-        parts.append(f"Message: {_one_line(example.text)}\nLabel: {example.label}\n\n")
-    parts.append(f"Message: {_one_line(text)}\nLabel:")
+        parts.append(prompt.example.format(text=one_line(example.text), label=example.label))
+    parts.append(prompt.query.format(text=one_line(text)))
     return "".join(parts)
 
 
@@ -158,3 +158,40 @@ def score(
         macro_f1=float(macro),
         invalid_rate=invalid / n,
     )
+
+
+class ClassificationTask:
+    """Classification with the dataset's own labels; few-shot prompt from the train split."""
+
+    name = TASK
+
+    def __init__(self, spec: TaskSpec) -> None:
+        self.spec = spec
+
+    def plan(self, dataset: Dataset, *, limit: int | None, seed: int) -> list[PlannedItem]:
+        examples = dataset.split("train")
+        labels = sorted(dataset.labels)
+        return [
+            PlannedItem(
+                item_key=item.id,
+                prompt=render_prompt(labels=dataset.labels, examples=examples, text=item.text),
+                reference={"label": item.label, "labels": labels},
+                stop=self.spec.stop,
+            )
+            for item in sample_test_items(dataset, limit=limit, seed=seed)
+        ]
+
+    def score_item(self, output: str, reference: dict[str, Any]
+                   ) -> tuple[str | None, dict[str, Any]]:
+        predicted = parse_label(output, reference["labels"])
+        return predicted, {"correct": predicted == reference["label"],
+                           "valid": predicted is not None}
+
+    def aggregate(self, items: Sequence[Scored]) -> dict[str, float]:
+        if not items:
+            return {}
+        scores = score(references=[i.reference["label"] for i in items],
+                       predictions=[i.prediction for i in items],
+                       labels=items[0].reference["labels"])
+        return {"accuracy": scores.accuracy, "macro_f1": scores.macro_f1,
+                "invalid_rate": scores.invalid_rate}

@@ -1,8 +1,10 @@
-"""The task registry: how each evaluation task turns a dataset into prompts and scores outputs.
+"""The task registry: each evaluation task is a versioned YAML spec plus a small Python class.
 
-A task plans work items from a dataset (rendered prompt + reference), scores one model
-output on the coordinator, and aggregates scored items into its metrics. Lookups of
-unknown tasks suggest the nearest names.
+The YAML (``task_specs/NAME.yaml``) holds what a reader tunes: prompt templates, stop
+sequences, the default output budget and the metrics with their metadata
+(``higher_is_better``, aggregation). The class turns a dataset into rendered prompts,
+parses and scores one output on the coordinator, and aggregates scored items into the
+task's metrics. A lookup of an unknown task suggests the nearest names.
 """
 
 from __future__ import annotations
@@ -11,15 +13,56 @@ import difflib
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 from typing import Any, Protocol
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
 
 from coordinator.datasets.loader import Dataset
 from coordinator.errors import JobSpecError
-from coordinator.evaluation import classification
+
+SPEC_DIR = Path(__file__).resolve().parent / "task_specs"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class MetricInfo(_Frozen):
+    """A metric a task reports, and how to read it."""
+
+    name: str
+    higher_is_better: bool
+    aggregation: str
+
+
+class PromptSpec(_Frozen):
+    """Few-shot prompt: the instruction, one block per example, then the query."""
+
+    instruction: str
+    example: str
+    query: str
+
+
+class TaskSpec(_Frozen):
+    """The versioned, declarative part of a task (its YAML file)."""
+
+    name: str
+    version: int = Field(ge=1)
+    description: str
+    max_tokens: int = Field(ge=1, le=4096)
+    stop: tuple[str, ...]
+    prompt: PromptSpec
+    metrics: tuple[MetricInfo, ...]
+    retrieval: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
 class PlannedItem:
+    """One rendered work item of a task: its prompt and what scoring needs to know."""
+
     item_key: str
     prompt: str
     reference: dict[str, Any]
@@ -27,82 +70,87 @@ class PlannedItem:
 
 
 @dataclass(frozen=True)
-class MetricInfo:
-    name: str
-    higher_is_better: bool
-    aggregation: str
+class Scored:
+    """One finished item as aggregation sees it."""
+
+    prediction: str | None
+    reference: dict[str, Any]
+    score: dict[str, Any]
 
 
 class Task(Protocol):
     name: str
-    metrics: tuple[MetricInfo, ...]
+    spec: TaskSpec
 
     def plan(self, dataset: Dataset, *, limit: int | None, seed: int) -> list[PlannedItem]: ...
 
     def score_item(self, output: str, reference: dict[str, Any]
                    ) -> tuple[str | None, dict[str, Any]]: ...
 
-    def aggregate(self, scored: Sequence[tuple[str | None, dict[str, Any]]]
-                  ) -> dict[str, float]: ...
+    def aggregate(self, items: Sequence[Scored]) -> dict[str, float]: ...
 
 
-class ClassificationTask:
-    """Classification with the dataset's own labels; few-shot prompt from the train split."""
-
-    name = classification.TASK
-    metrics: tuple[MetricInfo, ...] = (
-        MetricInfo("accuracy", True, "mean"),
-        MetricInfo("macro_f1", True, "macro-F1 over the dataset's labels"),
-        MetricInfo("invalid_rate", False, "mean"),
-    )
-
-    def plan(self, dataset: Dataset, *, limit: int | None, seed: int) -> list[PlannedItem]:
-        examples = dataset.split("train")
-        items = list(dataset.split("test"))
-        if limit is not None and limit < len(items):
-            items = random.Random(seed).sample(items, limit)
-        labels = sorted(dataset.labels)
-        return [
-            PlannedItem(
-                item_key=item.id,
-                prompt=classification.render_prompt(labels=dataset.labels, examples=examples,
-                                                    text=item.text),
-                reference={"label": item.label, "labels": labels},
-                stop=classification.STOP,
-            )
-            for item in items
-        ]
-
-    def score_item(self, output: str, reference: dict[str, Any]
-                   ) -> tuple[str | None, dict[str, Any]]:
-        predicted = classification.parse_label(output, reference["labels"])
-        return predicted, {"correct": predicted == reference["label"],
-                           "valid": predicted is not None}
-
-    def aggregate(self, scored: Sequence[tuple[str | None, dict[str, Any]]]
-                  ) -> dict[str, float]:
-        if not scored:
-            return {}
-        labels = scored[0][1]["labels"]
-        scores = classification.score(
-            references=[ref["label"] for _, ref in scored],
-            predictions=[pred for pred, _ in scored], labels=labels)
-        return {"accuracy": scores.accuracy, "macro_f1": scores.macro_f1,
-                "invalid_rate": scores.invalid_rate}
+def one_line(text: str) -> str:
+    """Collapse all whitespace (newlines included) so a field stays on one prompt line."""
+    return " ".join(text.split())
 
 
-TASKS: dict[str, Task] = {t.name: t for t in (ClassificationTask(),)}
-PLANNED_TASKS = ("translation", "ner", "summarization", "rag")
+def sample_test_items(dataset: Dataset, *, limit: int | None, seed: int) -> list[Any]:
+    """The test split, or a seeded sample of `limit` of its items (in file order)."""
+    items = list(dataset.split("test"))
+    if limit is not None and limit < len(items):
+        chosen = set(random.Random(seed).sample(range(len(items)), limit))
+        items = [item for index, item in enumerate(items) if index in chosen]
+    return items
+
+
+def first_line(output: str) -> str:
+    """The first non-blank line of a model output, stripped (base models ramble on)."""
+    return next((line.strip() for line in output.splitlines() if line.strip()), "")
+
+
+@cache
+def load_spec(name: str) -> TaskSpec:
+    path = SPEC_DIR / f"{name}.yaml"
+    spec = TaskSpec.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+    if spec.name != name:
+        raise ValueError(f"{path}: name {spec.name!r} does not match the file name")
+    return spec
+
+
+def task_names() -> list[str]:
+    return sorted(p.stem for p in SPEC_DIR.glob("*.yaml"))
+
+
+@cache
+def _tasks() -> dict[str, Task]:
+    from coordinator.evaluation.classification import ClassificationTask
+    from coordinator.evaluation.ner import NerTask
+    from coordinator.evaluation.rag import RagTask
+    from coordinator.evaluation.summarization import SummarizationTask
+    from coordinator.evaluation.translation import TranslationTask
+
+    classes: dict[str, type[Any]] = {
+        "classification": ClassificationTask, "translation": TranslationTask,
+        "ner": NerTask, "summarization": SummarizationTask, "rag": RagTask}
+    return {name: classes[name](load_spec(name)) for name in task_names()}
 
 
 def get_task(name: str) -> Task:
     """The registered task called `name`; JobSpecError naming the nearest ones otherwise."""
-    task = TASKS.get(name)
+    tasks = _tasks()
+    task = tasks.get(name)
     if task is not None:
         return task
-    if name in PLANNED_TASKS:
-        raise JobSpecError(f"task '{name}' is not available yet; available: "
-                           f"{', '.join(sorted(TASKS))}")
-    near = difflib.get_close_matches(name, list(TASKS), n=3)
+    near = difflib.get_close_matches(name, list(tasks), n=3)
     hint = f"; did you mean {', '.join(near)}?" if near else ""
-    raise JobSpecError(f"unknown task '{name}'{hint} (available: {', '.join(sorted(TASKS))})")
+    raise JobSpecError(f"tasks: unknown task '{name}'{hint} (available: "
+                       f"{', '.join(sorted(tasks))})")
+
+
+def metric_info(task: str, metric: str) -> MetricInfo:
+    """Metadata of one metric; per-pair variants (`bleu_en-de`) inherit their base's."""
+    for info in get_task(task).spec.metrics:
+        if metric == info.name or metric.startswith(info.name + "_"):
+            return info
+    return MetricInfo(name=metric, higher_is_better=True, aggregation="")

@@ -69,10 +69,15 @@ def test_job_runs_on_real_agents_and_stores_one_row_per_item(
     (summary,) = results["summary"]
     assert summary["model"] == TINY and summary["task"] == "classification"
     assert summary["done"] == LIMIT * 2
-    assert 0.0 <= summary["accuracy"] <= 1.0
-    assert 0.0 <= summary["invalid_rate"] <= 1.0
+    for name in ("accuracy", "macro_f1", "invalid_rate"):
+        metric = summary["metrics"][name]
+        assert metric["low"] <= metric["value"] <= metric["high"]
+        assert 0.0 <= metric["low"] and metric["high"] <= 1.0
+    invalid = sum(not json.loads(r["score"])["valid"] for r in rows) / len(rows)
+    assert summary["metrics"]["invalid_rate"]["value"] == pytest.approx(invalid)
     assert summary["e2e_p50_s"] > 0
     assert sum(r["done"] for r in results["by_node"]) == LIMIT * 2
+    assert len(results["records"]) == LIMIT * 2
 
 
 def test_agents_report_health_and_hardware(fleet: LocalFleet, client: Client) -> None:

@@ -142,20 +142,21 @@ def test_valid_job_is_created_and_readable(client: TestClient, registered: str) 
 
     detail = client.get(f"{API}/jobs/{job['id']}")
     assert detail.status_code == 200
-    summary = detail.json()["summary"]
-    assert [(r["model"], r["task"], r["items"], r["done"]) for r in summary] == [
-        (MODEL, "classification", 6, 0)]
+    assert detail.json()["total"] == 6
 
     results = client.get(f"{API}/jobs/{job['id']}/results")
     assert results.status_code == 200
-    items = results.json()["items"]
+    summary = results.json()["summary"]
+    assert [(r["model"], r["task"], r["items"], r["done"], r["metrics"]) for r in summary] == [
+        (MODEL, "classification", 6, 0, {})]
+    items = results.json()["records"]
     assert len(items) == 6
     assert {i["repeat"] for i in items} == {0, 1}
     assert all(i["status"] == "pending" and i["model"] == MODEL for i in items)
     assert all(i["reference"]["label"] in i["reference"]["labels"] for i in items)
 
 
-@pytest.mark.parametrize("path", ["/jobs/999", "/jobs/999/results"])
+@pytest.mark.parametrize("path", ["/jobs/999", "/jobs/999/results", "/jobs/999/report"])
 def test_unknown_job_is_404(client: TestClient, path: str) -> None:
     response = client.get(f"{API}{path}")
     assert response.status_code == 404

@@ -7,13 +7,13 @@ import pytest
 from coordinator.datasets.loader import DatasetItem, load_builtin
 from coordinator.evaluation.classification import (
     INVALID,
-    STOP,
     TASK,
     ClassificationScores,
     parse_label,
     render_prompt,
     score,
 )
+from coordinator.evaluation.tasks import load_spec
 
 LABELS = {
     "billing": "payments, invoices, refunds",
@@ -42,7 +42,7 @@ def _manual_macro_f1(refs: list[str], preds: list[str | None], labels: list[str]
 
 def test_constants() -> None:
     assert TASK == "classification"
-    assert STOP == ("\n",)
+    assert load_spec(TASK).stop == ("\n",)
     assert INVALID not in LABELS
 
 

@@ -9,6 +9,7 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
+import pydantic
 import pytest
 
 from coordinator.datasets import loader
@@ -58,10 +59,10 @@ def test_builtin_loads(name: str) -> None:
     assert isinstance(ds, Dataset)
     assert ds.name == "classification"
     assert ds.task == "classification"
-    assert ds.version == "1.0.0"
+    assert ds.version == "1.1.0"
     assert list(ds.labels) == ["billing", "technical", "account", "shipping"]
     assert all(desc.strip() for desc in ds.labels.values())
-    assert ds.ref == f"classification@1.0.0#{ds.sha256[:12]}"
+    assert ds.ref == f"classification@1.1.0#{ds.sha256[:12]}"
     assert len(ds.sha256) == 64
 
 
@@ -74,7 +75,7 @@ def test_builtin_counts_are_balanced() -> None:
     test_counts = Counter(item.label for item in test)
     train_counts = Counter(item.label for item in train)
     assert set(test_counts) == set(ds.labels) == set(train_counts)
-    assert set(test_counts.values()) == {18}
+    assert set(test_counts.values()) == {25}
     assert set(train_counts.values()) == {2}
 
 
@@ -145,8 +146,8 @@ def test_dataset_and_items_are_frozen() -> None:
     ds = load_builtin("classification")
     with pytest.raises(dataclasses.FrozenInstanceError):
         ds.name = "other"  # type: ignore[misc]
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        ds.items[0].label = "other"  # type: ignore[misc]
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
+        ds.items[0].label = "other"
     assert isinstance(ds.items, tuple)
 
 

@@ -12,7 +12,6 @@ import pytest
 from coordinator import store as st
 from coordinator.datasets.loader import load_builtin
 from coordinator.errors import JobSpecError
-from coordinator.evaluation import tasks as task_registry
 from coordinator.jobs import submit_job
 from coordinator.jobspec import parse_job_spec
 
@@ -151,22 +150,12 @@ def test_unknown_task_suggests_the_nearest(store: st.Store) -> None:
     assert "available: classification" in str(error)
 
 
-def test_planned_task_is_not_available_yet(store: st.Store) -> None:
-    refused(store, spec(tasks=[{"task": "ner", "dataset": "builtin:ner"}]),
-            r"task 'ner' is not available yet; available: classification")
-
-
 def test_unknown_dataset_lists_the_builtins(store: st.Store) -> None:
     refused(store, spec(tasks=[{"task": "classification", "dataset": "builtin:sentiment"}]),
             r"dataset 'builtin:sentiment'.*built-in: builtin:classification")
 
 
-def test_dataset_of_another_task_is_refused(store: st.Store,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    class FakeNer:
-        name = "ner"
-
-    monkeypatch.setitem(task_registry.TASKS, "ner", FakeNer())
+def test_dataset_of_another_task_is_refused(store: st.Store) -> None:
     refused(store, spec(tasks=[{"task": "ner", "dataset": DATASET}]),
             r"tasks: dataset 'builtin:classification' is a classification dataset, not ner")
 

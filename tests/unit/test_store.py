@@ -244,3 +244,16 @@ def test_job_finishes_when_its_last_item_fails_for_good(store: st.Store) -> None
         assert complete(store, lease(store), error="boom")
     assert st.job_progress(store, job_id=job_id) == {"failed": 1}
     assert st.get_job(store, job_id=job_id).state == "finished"
+
+
+def test_requeue_node_leases_returns_only_that_nodes_leases(store: st.Store) -> None:
+    job_id = make_job(store, ["a", "b", "c"])
+    first = st.lease_next(store, model="gemma", node_id=1, lease_s=60)
+    second = st.lease_next(store, model="gemma", node_id=2, lease_s=60)
+    assert first is not None and second is not None
+
+    assert st.requeue_node_leases(store, node_id=1) == 1
+    states = {i.id: (i.status, i.lease_node) for i in st.job_items(store, job_id=job_id)}
+    assert states[first.id] == ("pending", None)
+    assert states[second.id] == ("leased", 2)
+    assert st.requeue_node_leases(store, node_id=1) == 0

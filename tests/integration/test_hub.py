@@ -1,0 +1,59 @@
+"""The hub in process, with a real ZeroMQ peer: liveness is judged only while it listens."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import pytest
+import zmq
+import zmq.asyncio
+
+from coordinator.hub import Hub
+from coordinator.store import Store
+from node_agent.hardware import hardware_facts
+from node_agent.protocol import PROTOCOL_VERSION, Heartbeat, Register, encode
+
+pytestmark = pytest.mark.integration
+
+
+async def _heartbeats(peer: zmq.asyncio.Socket, *, every_s: float) -> None:
+    seq = 0
+    while True:
+        await peer.send_multipart(encode(Heartbeat(seq=seq)))
+        seq += 1
+        await asyncio.sleep(every_s)
+
+
+def test_a_stalled_hub_does_not_drop_its_peers(tmp_path: Path) -> None:
+    async def scenario() -> tuple[int, int]:
+        context = zmq.asyncio.Context()
+        hub = Hub(store=Store(f"sqlite:///{tmp_path / 's.db'}"), token="t",
+                  bind="tcp://127.0.0.1:0", heartbeat_interval_s=0.2, liveness=3,
+                  context=context)
+        running = asyncio.create_task(hub.run())
+        peer = context.socket(zmq.DEALER)
+        peer.setsockopt(zmq.LINGER, 0)
+        peer.connect(f"tcp://127.0.0.1:{hub.port}")
+        try:
+            await peer.send_multipart(encode(Register(
+                protocol=PROTOCOL_VERSION, token="t", name="n1", facts=hardware_facts())))
+            reply = json.loads((await asyncio.wait_for(peer.recv_multipart(), 10))[0])
+            assert reply["type"] == "welcome"
+            beating = asyncio.create_task(_heartbeats(peer, every_s=0.1))
+            await asyncio.sleep(0.5)
+            before = len(hub.peers)
+            time.sleep(2.0)  # block the whole loop: far past liveness x interval (0.6 s)
+            await asyncio.sleep(1.0)  # the hub ticks again and hears the peer again
+            beating.cancel()
+            return before, len(hub.peers)
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+            peer.close()
+            context.term()
+
+    before, after = asyncio.run(scenario())
+    assert (before, after) == (1, 1)
