@@ -6,10 +6,14 @@ nothing, a wrong join token is refused, malformed wire messages never stop the h
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -221,3 +225,43 @@ def test_status_page_shows_nodes_and_jobs(fleet: LocalFleet, client: Client) -> 
     for job in client.jobs():
         assert f"<td>{job['name']}</td>" in page.text
         assert f"{job['done']} / {job['total']}" in page.text
+
+
+def _cli(fleet: LocalFleet, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "coordinator.cli", *args, "--api",
+                           fleet.api_url], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "200"})
+
+
+def test_report_formats_and_regression_gate_through_the_cli(
+        fleet: LocalFleet, client: Client, tmp_path: Path) -> None:
+    spec = {"models": [TINY], "params": {"max_tokens": 3}, "limit": 6,
+            "tasks": [{"task": "classification", "dataset": "builtin:classification"}]}
+    base = client.submit({"name": "gate-base", **spec})["id"]
+    candidate = client.submit({"name": "gate-candidate", **spec})["id"]
+    assert _wait_job(client, base)["state"] == _wait_job(client, candidate)["state"] \
+        == "finished"
+
+    html = _cli(fleet, "report", str(base), "--format", "html", "--out", str(tmp_path / "r"))
+    assert html.returncode == 0, html.stderr
+    page = (tmp_path / "r" / "report.html").read_text()
+    pngs = sorted((tmp_path / "r").glob("*.png"))
+    assert pngs and all(p.read_bytes().startswith(b"\x89PNG") for p in pngs)
+    assert all(p.name in page for p in pngs)
+
+    rows = list(csv.DictReader(io.StringIO(_cli(fleet, "report", str(base), "--format",
+                                                "csv").stdout)))
+    assert {r["metric"] for r in rows} == {"accuracy", "macro_f1", "invalid_rate"}
+    latex = _cli(fleet, "report", str(base), "--format", "latex").stdout
+    assert "\\toprule" in latex and "tiny-llama" in latex
+
+    # |delta accuracy| <= 1, so "< 2" holds for the whole interval and "< -2" never does
+    held = _cli(fleet, "compare", str(base), str(candidate), "--fail-on",
+                "classification.accuracy < 2")
+    assert held.returncode == 1 and "regression" in held.stderr
+    passed = _cli(fleet, "compare", str(base), str(candidate), "--fail-on",
+                  "classification.accuracy < -2")
+    assert passed.returncode == 0 and "accuracy" in passed.stdout
+    unknown = _cli(fleet, "compare", str(base), str(candidate), "--fail-on",
+                   "classification.acuracy < 0")
+    assert unknown.returncode == 2 and "classification.accuracy" in unknown.stderr
