@@ -16,11 +16,12 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from coordinator import store as st
+from coordinator.chat_template import read_chat_template
 from coordinator.comparison import compare_jobs
 from coordinator.datasets.loader import builtin_names, load_builtin, parse_dataset
 from coordinator.db import utcnow
 from coordinator.errors import JobSpecError, ModelError, NotFoundError, SlmfleetError
-from coordinator.jobs import submit_job
+from coordinator.jobs import stored_dataset, submit_job
 from coordinator.node_state import node_state
 from coordinator.reports import render_text, self_contained_html
 from coordinator.results import item_record, job_report
@@ -100,7 +101,8 @@ def create_app(*, store: st.Store, hub: Any = None) -> FastAPI:
     @app.get(f"{API}/models")
     def list_models(s: StoreDep) -> list[dict[str, Any]]:
         return [{"name": m.name, "sha256": m.sha256, "size": m.size, "threads": m.threads,
-                 "n_ctx": m.n_ctx} for m in st.list_models(s)]
+                 "n_ctx": m.n_ctx, "chat_template": m.chat_template is not None}
+                for m in st.list_models(s)]
 
     @app.post(f"{API}/models", status_code=201)
     async def add_model(s: StoreDep, body: ModelCreate) -> dict[str, Any]:
@@ -112,12 +114,14 @@ def create_app(*, store: st.Store, hub: Any = None) -> FastAPI:
             if handle.read(4) != GGUF_MAGIC:
                 raise ModelError(f"path: {path} is not a GGUF file (missing 'GGUF' magic)")
         sha256 = await asyncio.to_thread(sha256_file, path)  # GBs: keep the hub responsive
+        chat = await asyncio.to_thread(read_chat_template, path)
         row = st.add_model(s, name=body.name, sha256=sha256,
                            size=path.stat().st_size, path=str(path), threads=body.threads,
-                           n_ctx=body.n_ctx)
+                           n_ctx=body.n_ctx, chat_template=chat)
         if hub is not None:
             await hub.push_desired()
-        return {"name": row.name, "sha256": row.sha256, "size": row.size}
+        return {"name": row.name, "sha256": row.sha256, "size": row.size,
+                "chat_template": row.chat_template is not None}
 
     def job_view(s: st.Store, job: Any) -> dict[str, Any]:
         progress = st.job_progress(s, job_id=job.id)
@@ -199,7 +203,7 @@ def create_app(*, store: st.Store, hub: Any = None) -> FastAPI:
                              content=content, csv_format=body.format == "csv",
                              documents=documents, labels=body.labels, items=tests)
         return {"name": row.name, "task": row.task, "sha256": row.sha256,
-                "items": row.items, "ref": dataset.ref}
+                "items": row.items, "ref": stored_dataset(row).ref}  # the ref results carry
 
     @app.get("/", response_class=HTMLResponse)
     def status_page(s: StoreDep) -> str:

@@ -58,6 +58,7 @@ class ModelRow(Base):
     path: Mapped[str] = mapped_column(Text)
     threads: Mapped[int] = mapped_column(Integer, default=2)
     n_ctx: Mapped[int] = mapped_column(Integer, default=2048)
+    chat_template: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 

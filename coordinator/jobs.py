@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from coordinator import store as st
+from coordinator.chat_template import render_chat
 from coordinator.datasets.loader import (
     BUILTIN_PREFIX,
     Dataset,
@@ -19,9 +20,9 @@ from coordinator.datasets.loader import (
     load_builtin,
     parse_dataset,
 )
-from coordinator.db import DatasetRow, JobRow
+from coordinator.db import DatasetRow, JobRow, ModelRow
 from coordinator.errors import DatasetError, JobSpecError
-from coordinator.evaluation.tasks import get_task
+from coordinator.evaluation.tasks import PlannedItem, get_task
 from coordinator.jobspec import JobSpec, parse_job_spec
 
 
@@ -47,6 +48,14 @@ def resolve_dataset(store: st.Store, ref: str) -> Dataset:
                            f"registered: {', '.join(registered) or 'none'})") from None
 
 
+def _prompt(planned: PlannedItem, model: ModelRow, spec: JobSpec) -> str:
+    """The item's prompt for `model`: few-shot text, or zero-shot in its chat template."""
+    if spec.params.prompting == "chat" and model.chat_template is not None:
+        return render_chat(model.chat_template,
+                           [{"role": "user", "content": planned.zero_shot.strip()}])
+    return planned.prompt
+
+
 def submit_job(store: st.Store, raw: Any) -> JobRow:
     """Validate `raw` (mapping or YAML/JSON text) and store the job with all its items."""
     spec = raw if isinstance(raw, JobSpec) else parse_job_spec(raw)
@@ -58,6 +67,9 @@ def submit_job(store: st.Store, raw: Any) -> JobRow:
             raise JobSpecError(f"models: unknown model '{model}'{hint} Register it first with "
                                "POST /api/v1/models (registered: "
                                f"{', '.join(sorted(known)) or 'none'})")
+        if spec.params.prompting == "chat" and known[model].chat_template is None:
+            raise JobSpecError(f"params.prompting: model '{model}' has no chat template in "
+                               "its GGUF file (a base model?); use prompting: few_shot")
         if known[model].n_ctx < spec.params.n_ctx:
             raise JobSpecError(f"params.n_ctx: the job needs a context of {spec.params.n_ctx} "
                                f"tokens but model '{model}' is served with "
@@ -88,7 +100,8 @@ def submit_job(store: st.Store, raw: Any) -> JobRow:
                 for p in planned:
                     items.append(st.NewWorkItem(
                         model=model, task=task.name, dataset=dataset.ref, item_key=p.item_key,
-                        repeat=repeat, prompt=p.prompt, reference=p.reference,
+                        repeat=repeat, prompt=_prompt(p, known[model], spec),
+                        reference=p.reference,
                         params={**params, "stop": list(p.stop),
                                 "seed": spec.params.seed + repeat}))
     if not items:

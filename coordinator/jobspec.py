@@ -7,7 +7,7 @@ and how to fix it, and nothing is stored until the whole spec is valid.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -31,6 +31,9 @@ class Params(_Spec):
     seed: int = 42
     max_tokens: int | None = Field(default=None, ge=1, le=4096,
                                    description="output budget; default: each task's own")
+    prompting: Literal["few_shot", "chat"] = Field(
+        default="few_shot", description="few_shot: plain text with examples, for base "
+        "models; chat: zero-shot through each model's GGUF chat template")
     n_ctx: int = Field(default=2048, ge=128, le=131072,
                        description="context the job needs; each model must be served with "
                        "at least this much (its registered n_ctx)")

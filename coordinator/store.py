@@ -85,7 +85,8 @@ def list_nodes(store: Store) -> list[NodeRow]:
 
 
 def add_model(store: Store, *, name: str, sha256: str, size: int, path: str,
-              threads: int, n_ctx: int) -> ModelRow:
+              threads: int, n_ctx: int, chat_template: dict[str, str] | None = None
+              ) -> ModelRow:
     with store.session.begin() as s:
         existing = s.get(ModelRow, name)
         if existing is not None:
@@ -97,7 +98,7 @@ def add_model(store: Store, *, name: str, sha256: str, size: int, path: str,
         if clash is not None:
             raise ModelError(f"this file is already registered as '{clash.name}'")
         row = ModelRow(name=name, sha256=sha256, size=size, path=path, threads=threads,
-                       n_ctx=n_ctx)
+                       n_ctx=n_ctx, chat_template=chat_template)
         s.add(row)
         return row
 

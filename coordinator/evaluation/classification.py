@@ -177,6 +177,7 @@ class ClassificationTask:
                 prompt=render_prompt(labels=dataset.labels, examples=examples, text=item.text),
                 reference={"label": item.label, "labels": labels},
                 stop=self.spec.stop,
+                zero_shot=render_prompt(labels=dataset.labels, examples=[], text=item.text),
             )
             for item in sample_test_items(dataset, limit=limit, seed=seed)
         ]

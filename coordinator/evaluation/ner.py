@@ -68,7 +68,9 @@ class NerTask:
                         prompt=head + prompt.query.format(text=one_line(item.text)),
                         reference={"text": item.text,
                                    "entities": [[x.text, x.type] for x in item.entities]},
-                        stop=self.spec.stop)
+                        stop=self.spec.stop,
+                        zero_shot=prompt.instruction + prompt.query.format(
+                            text=one_line(item.text)))
             for item in sample_test_items(dataset, limit=limit, seed=seed)
         ]
 

@@ -56,10 +56,11 @@ class RagTask:
         for item in sample_test_items(dataset, limit=limit, seed=seed):
             retrieved = [doc_id for doc_id, _ in index.search(item.question, self.k)]
             context = render_context([documents[d] for d in retrieved])
+            query = prompt.query.format(context=context, question=one_line(item.question))
             planned.append(PlannedItem(
                 item_key=item.id,
-                prompt=head + prompt.query.format(context=context,
-                                                  question=one_line(item.question)),
+                prompt=head + query,
+                zero_shot=prompt.instruction + query,
                 reference={"question": item.question, "answers": list(item.answers),
                            "doc_ids": list(item.doc_ids), "retrieved": retrieved,
                            "context": context, "retriever": self.retriever, "k": self.k,

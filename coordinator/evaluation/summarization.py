@@ -39,7 +39,9 @@ class SummarizationTask:
         return [
             PlannedItem(item_key=item.id,
                         prompt=head + prompt.query.format(document=one_line(item.document)),
-                        reference={"summary": item.summary}, stop=self.spec.stop)
+                        reference={"summary": item.summary}, stop=self.spec.stop,
+                        zero_shot=prompt.instruction + prompt.query.format(
+                            document=one_line(item.document)))
             for item in sample_test_items(dataset, limit=limit, seed=seed)
         ]
 

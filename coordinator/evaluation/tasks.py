@@ -67,6 +67,7 @@ class PlannedItem:
     prompt: str
     reference: dict[str, Any]
     stop: tuple[str, ...]
+    zero_shot: str = ""  # instruction + query without examples, for a chat template
 
 
 @dataclass(frozen=True)

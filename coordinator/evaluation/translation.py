@@ -59,7 +59,9 @@ class TranslationTask:
                 prompt=self.render(src=item.src_lang, tgt=item.tgt_lang, source=item.source,
                                    examples=examples[(item.src_lang, item.tgt_lang)]),
                 reference={"target": item.target, "pair": f"{item.src_lang}-{item.tgt_lang}"},
-                stop=self.spec.stop)
+                stop=self.spec.stop,
+                zero_shot=self.render(src=item.src_lang, tgt=item.tgt_lang, examples=[],
+                                      source=item.source))
             for item in sample_test_items(dataset, limit=limit, seed=seed)
         ]
 

@@ -20,10 +20,11 @@ import pytest
 import zmq
 
 from coordinator.client import Client, ClientError
-from coordinator.demo import LocalFleet, wait_for
+from coordinator.demo import LocalFleet, wait_for, workers_ready
 from node_agent.hardware import hardware_facts
 from node_agent.protocol import PROTOCOL_VERSION, Heartbeat, Register, encode
 from tests.integration.conftest import TINY, TOKEN, store_rows
+from tests.support.tiny_gguf import write_tiny_gguf
 
 pytestmark = pytest.mark.integration
 
@@ -265,3 +266,31 @@ def test_report_formats_and_regression_gate_through_the_cli(
     unknown = _cli(fleet, "compare", str(base), str(candidate), "--fail-on",
                    "classification.acuracy < 0")
     assert unknown.returncode == 2 and "classification.accuracy" in unknown.stderr
+
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def test_chat_prompting_uses_the_models_own_template(
+        fleet: LocalFleet, client: Client, tmp_path: Path) -> None:
+    chat_model = write_tiny_gguf(tmp_path / "tiny-chat.gguf", seed=1, chat_template=CHATML)
+    added = client.add_model(name="tiny-chat", path=str(chat_model), threads=1, n_ctx=2048)
+    assert added["chat_template"] is True
+    wait_for("workers for the chat model", lambda: workers_ready(client, "tiny-chat", 2) >= 2,
+             fleet=fleet, timeout_s=120)
+    job = client.submit({"name": "chat", "models": ["tiny-chat"], "limit": 2,
+                         "params": {"prompting": "chat", "max_tokens": 3},
+                         "tasks": [{"task": "ner", "dataset": "builtin:ner"}]})
+    assert _wait_job(client, job["id"])["state"] == "finished"
+    prompts = [r["prompt"] for r in store_rows(
+        fleet, "SELECT prompt FROM work_items WHERE job_id = ?", job["id"])]
+    assert len(prompts) == 2
+    for prompt in prompts:
+        assert prompt.startswith("<|im_start|>user\nList the named entities")
+        assert prompt.endswith("Entities:<|im_end|>\n<|im_start|>assistant\n")
+        assert prompt.count("Sentence:") == 1, "zero-shot: no few-shot examples"
+
+    with pytest.raises(ClientError, match="params.prompting: model 'tiny-llama' has no chat"):
+        client.submit({"name": "chat-base", "models": [TINY], "params": {"prompting": "chat"},
+                       "tasks": [{"task": "ner", "dataset": "builtin:ner"}]})

@@ -128,7 +128,8 @@ def _tensor_name(tensor: gguf.MODEL_TENSOR, bid: int | None = None) -> str:
     return (name.format(bid=bid) if bid is not None else name) + ".weight"
 
 
-def write_tiny_gguf(path: pathlib.Path, *, seed: int = 0) -> pathlib.Path:
+def write_tiny_gguf(path: pathlib.Path, *, seed: int = 0,
+                    chat_template: str | None = None) -> pathlib.Path:
     """Write a tiny random-weight llama model with an embedded tokenizer to ``path``.
 
     The same ``seed`` always yields the same bytes.  Weights are float32,
@@ -150,6 +151,8 @@ def write_tiny_gguf(path: pathlib.Path, *, seed: int = 0) -> pathlib.Path:
     writer = gguf.GGUFWriter(path, ARCH)
     try:
         writer.add_name(f"slmfleet-tiny-llama-seed{seed}")
+        if chat_template is not None:
+            writer.add_chat_template(chat_template)
         writer.add_file_type(int(gguf.LlamaFileType.ALL_F32))
         writer.add_vocab_size(n_vocab)
         writer.add_context_length(CONTEXT_LENGTH)

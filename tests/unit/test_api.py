@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from coordinator import store as st
 from coordinator.api import create_app
+from tests.support.tiny_gguf import write_tiny_gguf
 
 API = "/api/v1"
 MODEL = "tiny"
@@ -29,9 +30,7 @@ def client(store: st.Store) -> TestClient:
 
 @pytest.fixture
 def gguf(tmp_path: Path) -> Path:
-    path = tmp_path / "tiny.gguf"
-    path.write_bytes(b"GGUF" + bytes(range(256)) * 4)
-    return path
+    return write_tiny_gguf(tmp_path / "tiny.gguf")
 
 
 @pytest.fixture
@@ -62,7 +61,7 @@ def test_register_a_gguf_file(client: TestClient, gguf: Path) -> None:
     assert response.status_code == 201, response.text
     body = response.json()
     assert body == {"name": MODEL, "sha256": hashlib.sha256(gguf.read_bytes()).hexdigest(),
-                    "size": gguf.stat().st_size}
+                    "size": gguf.stat().st_size, "chat_template": False}
     listed = client.get(f"{API}/models").json()
     assert [(m["name"], m["sha256"], m["threads"]) for m in listed] == [
         (MODEL, body["sha256"], 4)]
@@ -93,10 +92,19 @@ def test_model_body_with_an_extra_field_is_refused(client: TestClient, gguf: Pat
     assert client.get(f"{API}/models").json() == []
 
 
+def test_a_gguf_with_unreadable_metadata_is_refused(client: TestClient,
+                                                    tmp_path: Path) -> None:
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + bytes(range(256)) * 4)
+    response = client.post(f"{API}/models", json={"name": "broken", "path": str(broken)})
+    assert response.status_code == 422
+    assert "cannot read the GGUF metadata" in response.json()["detail"]
+    assert client.get(f"{API}/models").json() == []
+
+
 def test_same_name_for_another_file_is_refused(client: TestClient, registered: str,
                                                tmp_path: Path) -> None:
-    other = tmp_path / "other.gguf"
-    other.write_bytes(b"GGUF different weights")
+    other = write_tiny_gguf(tmp_path / "other.gguf", seed=1)
     response = client.post(f"{API}/models", json={"name": registered, "path": str(other)})
     assert response.status_code == 422
     assert "new name" in response.json()["detail"]
