@@ -19,6 +19,7 @@ from coordinator.evaluation.tasks import (
     TaskSpec,
     first_line,
     one_line,
+    render_prompts,
     sample_test_items,
 )
 
@@ -59,20 +60,18 @@ class NerTask:
         self.spec = spec
 
     def plan(self, dataset: Dataset, *, limit: int | None, seed: int) -> list[PlannedItem]:
-        prompt = self.spec.prompt
-        head = prompt.instruction + "".join(
-            prompt.example.format(text=one_line(e.text), entities=format_entities(
-                [(x.text, x.type) for x in e.entities])) for e in dataset.split("train"))
-        return [
-            PlannedItem(item_key=item.id,
-                        prompt=head + prompt.query.format(text=one_line(item.text)),
-                        reference={"text": item.text,
-                                   "entities": [[x.text, x.type] for x in item.entities]},
-                        stop=self.spec.stop,
-                        zero_shot=prompt.instruction + prompt.query.format(
-                            text=one_line(item.text)))
-            for item in sample_test_items(dataset, limit=limit, seed=seed)
-        ]
+        examples = [{"text": one_line(e.text),
+                     "entities": format_entities([(x.text, x.type) for x in e.entities])}
+                    for e in dataset.split("train")]
+        planned = []
+        for item in sample_test_items(dataset, limit=limit, seed=seed):
+            few_shot, zero_shot = render_prompts(self.spec.prompt, examples=examples,
+                                                 query={"text": one_line(item.text)})
+            planned.append(PlannedItem(
+                item_key=item.id, prompt=few_shot, zero_shot=zero_shot, stop=self.spec.stop,
+                reference={"text": item.text,
+                           "entities": [[x.text, x.type] for x in item.entities]}))
+        return planned
 
     def score_item(self, output: str, reference: dict[str, Any]
                    ) -> tuple[str | None, dict[str, Any]]:

@@ -22,6 +22,7 @@ from coordinator.evaluation.tasks import (
     TaskSpec,
     first_line,
     one_line,
+    render_prompts,
     sample_test_items,
 )
 
@@ -47,25 +48,22 @@ class RagTask:
                      for d in dataset.documents}
         embedder = default_embedder() if self.retriever != "bm25" else None
         index = make_index(self.retriever, list(documents.values()), embedder)  # type: ignore[arg-type]
-        prompt = self.spec.prompt
-        head = prompt.instruction + "".join(
-            prompt.example.format(context=render_context([documents[d] for d in e.doc_ids]),
-                                  question=one_line(e.question), answer=e.answers[0])
-            for e in dataset.split("train")[:1])
+        examples = [{"context": render_context([documents[d] for d in e.doc_ids]),
+                     "question": one_line(e.question), "answer": e.answers[0]}
+                    for e in dataset.split("train")[:1]]  # one: contexts are long
         planned = []
         for item in sample_test_items(dataset, limit=limit, seed=seed):
             retrieved = [doc_id for doc_id, _ in index.search(item.question, self.k)]
             context = render_context([documents[d] for d in retrieved])
-            query = prompt.query.format(context=context, question=one_line(item.question))
+            few_shot, zero_shot = render_prompts(
+                self.spec.prompt, examples=examples,
+                query={"context": context, "question": one_line(item.question)})
             planned.append(PlannedItem(
-                item_key=item.id,
-                prompt=head + query,
-                zero_shot=prompt.instruction + query,
+                item_key=item.id, prompt=few_shot, zero_shot=zero_shot, stop=self.spec.stop,
                 reference={"question": item.question, "answers": list(item.answers),
                            "doc_ids": list(item.doc_ids), "retrieved": retrieved,
                            "context": context, "retriever": self.retriever, "k": self.k,
-                           "hit": hit_at_k(retrieved, item.doc_ids, self.k)},
-                stop=self.spec.stop))
+                           "hit": hit_at_k(retrieved, item.doc_ids, self.k)}))
         return planned
 
     def score_item(self, output: str, reference: dict[str, Any]

@@ -19,6 +19,7 @@ from coordinator.evaluation.tasks import (
     TaskSpec,
     first_line,
     one_line,
+    render_prompts,
     sample_test_items,
 )
 
@@ -32,18 +33,17 @@ class SummarizationTask:
         self.spec = spec
 
     def plan(self, dataset: Dataset, *, limit: int | None, seed: int) -> list[PlannedItem]:
-        prompt = self.spec.prompt
-        head = prompt.instruction + "".join(
-            prompt.example.format(document=one_line(e.document), summary=one_line(e.summary))
-            for e in dataset.split("train"))
-        return [
-            PlannedItem(item_key=item.id,
-                        prompt=head + prompt.query.format(document=one_line(item.document)),
-                        reference={"summary": item.summary}, stop=self.spec.stop,
-                        zero_shot=prompt.instruction + prompt.query.format(
-                            document=one_line(item.document)))
-            for item in sample_test_items(dataset, limit=limit, seed=seed)
-        ]
+        examples = [{"document": one_line(e.document), "summary": one_line(e.summary)}
+                    for e in dataset.split("train")]
+        planned = []
+        for item in sample_test_items(dataset, limit=limit, seed=seed):
+            few_shot, zero_shot = render_prompts(
+                self.spec.prompt, examples=examples,
+                query={"document": one_line(item.document)})
+            planned.append(PlannedItem(item_key=item.id, prompt=few_shot, zero_shot=zero_shot,
+                                       reference={"summary": item.summary},
+                                       stop=self.spec.stop))
+        return planned
 
     def score_item(self, output: str, reference: dict[str, Any]
                    ) -> tuple[str | None, dict[str, Any]]:

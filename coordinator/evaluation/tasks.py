@@ -105,6 +105,21 @@ def sample_test_items(dataset: Dataset, *, limit: int | None, seed: int) -> list
     return items
 
 
+def render_prompts(prompt: PromptSpec, *, examples: Sequence[dict[str, str]],
+                   query: dict[str, str], shared: dict[str, str] | None = None
+                   ) -> tuple[str, str]:
+    """(few-shot, zero-shot) prompt text from a spec's templates.
+
+    `examples` fill the example template, `query` the query template; `shared` fills
+    placeholders common to all three (such as language names).
+    """
+    common = shared or {}
+    instruction = prompt.instruction.format(**common)
+    asked = prompt.query.format(**common, **query)
+    shots = "".join(prompt.example.format(**common, **example) for example in examples)
+    return instruction + shots + asked, instruction + asked
+
+
 def first_line(output: str) -> str:
     """The first non-blank line of a model output, stripped (base models ramble on)."""
     return next((line.strip() for line in output.splitlines() if line.strip()), "")

@@ -19,6 +19,7 @@ from coordinator.evaluation.tasks import (
     TaskSpec,
     first_line,
     one_line,
+    render_prompts,
     sample_test_items,
 )
 
@@ -40,30 +41,22 @@ class TranslationTask:
     def __init__(self, spec: TaskSpec) -> None:
         self.spec = spec
 
-    def render(self, *, src: str, tgt: str, examples: Sequence[Any], source: str) -> str:
-        prompt = self.spec.prompt
-        names = {"src_name": language_name(src), "tgt_name": language_name(tgt)}
-        parts = [prompt.instruction.format(**names)]
-        parts += [prompt.example.format(source=one_line(e.source), target=one_line(e.target),
-                                        **names) for e in examples]
-        parts.append(prompt.query.format(source=one_line(source), **names))
-        return "".join(parts)
-
     def plan(self, dataset: Dataset, *, limit: int | None, seed: int) -> list[PlannedItem]:
-        examples: dict[tuple[str, str], list[Any]] = defaultdict(list)
-        for item in dataset.split("train"):
-            examples[(item.src_lang, item.tgt_lang)].append(item)
-        return [
-            PlannedItem(
-                item_key=item.id,
-                prompt=self.render(src=item.src_lang, tgt=item.tgt_lang, source=item.source,
-                                   examples=examples[(item.src_lang, item.tgt_lang)]),
-                reference={"target": item.target, "pair": f"{item.src_lang}-{item.tgt_lang}"},
-                stop=self.spec.stop,
-                zero_shot=self.render(src=item.src_lang, tgt=item.tgt_lang, examples=[],
-                                      source=item.source))
-            for item in sample_test_items(dataset, limit=limit, seed=seed)
-        ]
+        examples: dict[tuple[str, str], list[dict[str, str]]] = defaultdict(list)
+        for e in dataset.split("train"):
+            examples[(e.src_lang, e.tgt_lang)].append(
+                {"source": one_line(e.source), "target": one_line(e.target)})
+        planned = []
+        for item in sample_test_items(dataset, limit=limit, seed=seed):
+            names = {"src_name": language_name(item.src_lang),
+                     "tgt_name": language_name(item.tgt_lang)}
+            few_shot, zero_shot = render_prompts(
+                self.spec.prompt, examples=examples[(item.src_lang, item.tgt_lang)],
+                query={"source": one_line(item.source)}, shared=names)
+            planned.append(PlannedItem(
+                item_key=item.id, prompt=few_shot, zero_shot=zero_shot, stop=self.spec.stop,
+                reference={"target": item.target, "pair": f"{item.src_lang}-{item.tgt_lang}"}))
+        return planned
 
     def score_item(self, output: str, reference: dict[str, Any]
                    ) -> tuple[str | None, dict[str, Any]]:
