@@ -37,6 +37,7 @@ from coordinator.datasets.schemas import (
     ClassificationItem,
     Document,
     Item,
+    RagItem,
 )
 from coordinator.errors import DatasetError
 
@@ -108,8 +109,7 @@ def load_builtin(name: str) -> Dataset:
         documents = parse_documents(docs_raw, BUILTIN_DIR / meta["documents"])
     labels: dict[str, str] = meta.get("labels") or {}
     items = _parse_items(raw, BUILTIN_DIR / meta["file"], task=meta["task"],
-                         labels=labels or None, default_split=None)
-    _check_doc_ids(items, documents, BUILTIN_DIR / meta["file"])
+                         labels=labels or None, default_split=None, documents=documents)
     return Dataset(name=meta["name"], task=meta["task"], version=meta["version"],
                    sha256=_digest(raw, documents_raw=docs_raw), labels=dict(labels),
                    items=items, documents=documents)
@@ -181,8 +181,8 @@ def parse_dataset(
                                'documents file (JSONL of {"id", "title", "text"}).')
         documents = parse_documents(documents_raw, documents_where or where)
     lines = _csv_to_jsonl(raw, where) if csv_format else raw
-    items = _parse_items(lines, where, task=task, labels=labels, default_split="test")
-    _check_doc_ids(items, documents, where)
+    items = _parse_items(lines, where, task=task, labels=labels, default_split="test",
+                         documents=documents)
     if task == "classification" and labels is None:
         labels = {label: "" for label in sorted(
             {item.label for item in items if isinstance(item, ClassificationItem)})}
@@ -234,34 +234,36 @@ def _verified_bytes(path: Path, expected: str, meta_path: Path, key: str) -> byt
     return raw
 
 
-def _check_doc_ids(items: tuple[Any, ...], documents: tuple[Document, ...], path: Path) -> None:
-    if not documents:
-        return
-    known = {d.id for d in documents}
-    for item in items:
-        missing = [doc_id for doc_id in item.doc_ids if doc_id not in known]
-        if missing:
-            raise DatasetError(f"{path}: item {item.id!r}: field 'doc_ids': {missing} not in "
-                               "the document collection. Fix the ids or add the documents.")
-
-
 def _csv_to_jsonl(raw: bytes, path: Path) -> bytes:
-    """CSV with a header row of the task's fields; list fields hold JSON (or `|`-separated)."""
+    """CSV with a header row of the task's fields; list fields hold a JSON list (or
+    `|`-separated values). Each row keeps the number of the CSV line it ends on (the header
+    is line 1), so errors name lines of the file the user wrote."""
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DatasetError(f"{path}: not valid UTF-8 (byte {exc.start}); save the file as "
                            "UTF-8.") from exc
-    lines = []
-    for row in csv.DictReader(io.StringIO(text)):
-        obj: dict[str, Any] = {k: v for k, v in row.items() if k is not None and v != ""}
+    lines: list[str] = []
+    reader = csv.DictReader(io.StringIO(text))
+    for row in reader:
+        if None in row:  # DictReader's key for cells beyond the header
+            raise DatasetError(_line_error(
+                path, reader.line_num, None,
+                f"{len(reader.fieldnames or ()) + len(row[None])} values but the header has "
+                f"{len(reader.fieldnames or ())} columns",
+                'Quote values that contain commas, e.g. "Hello, world".'))
+        obj: dict[str, Any] = {k: v for k, v in row.items() if v != ""}
         for key in ("entities", "answers", "doc_ids"):
             if key in obj:
                 value = obj[key]
                 try:
-                    obj[key] = json.loads(value)
+                    parsed = json.loads(value)
                 except json.JSONDecodeError:
-                    obj[key] = [part.strip() for part in value.split("|") if part.strip()]
+                    parsed = None
+                # a lone number ("12") or word is one value, not JSON: only a list is JSON here
+                obj[key] = parsed if isinstance(parsed, list) else [
+                    part.strip() for part in value.split("|") if part.strip()]
+        lines += [""] * (reader.line_num - 1 - len(lines))  # blank lines are skipped
         lines.append(json.dumps(obj, ensure_ascii=False))
     return "\n".join(lines).encode()
 
@@ -406,9 +408,14 @@ def _parse_items(
     task: str,
     labels: Mapping[str, str] | None,
     default_split: str | None,
+    documents: tuple[Document, ...] = (),
 ) -> tuple[Item, ...]:
-    """Parse and validate JSONL bytes; ``default_split=None`` makes ``split`` required."""
+    """Parse and validate JSONL bytes; ``default_split=None`` makes ``split`` required.
+
+    RAG items' ``doc_ids`` must name documents of ``documents``.
+    """
     model = ITEM_MODELS[task]
+    known_documents = {d.id for d in documents}
     leak_field = LEAK_FIELD[task]
     items: list[Item] = []
     id_lines: dict[str, int] = {}
@@ -426,6 +433,12 @@ def _parse_items(
                 path, lineno, "label",
                 f"unknown label {item.label!r}; allowed labels are {', '.join(labels)}",
                 "Fix the label (labels are case-sensitive) or add it to the declared labels."))
+        if isinstance(item, RagItem):
+            missing = [doc_id for doc_id in item.doc_ids if doc_id not in known_documents]
+            if missing:
+                raise DatasetError(_line_error(
+                    path, lineno, "doc_ids", f"{missing} not in the document collection",
+                    "Fix the ids or add the documents."))
         if item.id in id_lines:
             raise DatasetError(_line_error(
                 path, lineno, "id",

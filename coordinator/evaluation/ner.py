@@ -46,8 +46,11 @@ def parse_entities(output: str) -> tuple[list[tuple[str, str]], bool]:
         match = _ENTRY.fullmatch(part)
         if match is None:
             extra = True
-        else:
-            entities.append((match["text"], match["type"].upper()))
+            continue
+        text = match["text"]
+        if ": " in text:  # prose before the list: "The entities are: Ada [PER]"
+            text, extra = text.rsplit(": ", 1)[1].strip(), True
+        entities.append((text, match["type"].upper()))
     if not entities and line:
         extra = True
     return entities, extra

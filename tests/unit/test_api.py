@@ -9,23 +9,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from coordinator import store as st
-from coordinator.api import create_app
 from tests.support.tiny_gguf import write_tiny_gguf
 
 API = "/api/v1"
 MODEL = "tiny"
 DATASET = "builtin:classification"
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> st.Store:
-    return st.Store(f"sqlite:///{tmp_path}/s.db")
-
-
-@pytest.fixture
-def client(store: st.Store) -> TestClient:
-    return TestClient(create_app(store=store))
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,11 +14,6 @@ from coordinator.errors import ModelError
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> st.Store:
-    return st.Store(f"sqlite:///{tmp_path}/s.db")
 
 
 def new_item(key: str, *, model: str = "gemma") -> st.NewWorkItem:
