@@ -21,7 +21,7 @@ from coordinator.comparison import compare_jobs
 from coordinator.datasets.loader import builtin_names, load_builtin, parse_dataset
 from coordinator.db import utcnow
 from coordinator.errors import JobSpecError, ModelError, NotFoundError, SlmfleetError
-from coordinator.jobs import stored_dataset, submit_job
+from coordinator.jobs import stored_dataset, submit_job, submit_judge_job
 from coordinator.node_state import node_state
 from coordinator.reports import render_text, self_contained_html
 from coordinator.results import item_record, job_report
@@ -50,6 +50,13 @@ class DatasetCreate(BaseModel):
     labels: dict[str, str] | None = None
     documents: str | None = Field(default=None, max_length=64 * 2**20,
                                   description="RAG: the document collection as JSONL")
+
+
+class JudgeCreate(BaseModel):
+    """Which registered model judges the RAG answers of a finished job."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(min_length=1, max_length=128)
 
 
 class ReportError(SlmfleetError):
@@ -139,6 +146,10 @@ def create_app(*, store: st.Store, hub: Any = None) -> FastAPI:
         if not isinstance(body, dict):
             raise JobSpecError("the body must be a job spec object (JSON)")
         return job_view(s, submit_job(s, body))
+
+    @app.post(f"{API}/jobs/{{job_id}}/judge", status_code=201)
+    def judge_job(s: StoreDep, job_id: int, body: JudgeCreate) -> dict[str, Any]:
+        return job_view(s, submit_judge_job(s, job_id=job_id, model=body.model))
 
     @app.get(f"{API}/jobs/{{job_id}}")
     def get_job(s: StoreDep, job_id: int) -> dict[str, Any]:

@@ -230,6 +230,23 @@ def compare(
         raise typer.Exit(1)
 
 
+@app.command()
+def judge(
+    job_id: Annotated[int, typer.Argument(help="A job with finished rag items.")],
+    model: Annotated[str, typer.Option(help="A registered model to judge with.")],
+    api: ApiOption = DEFAULT_API,
+) -> None:
+    """Have a model in the fleet judge every RAG answer of a job (yes/no): a new job."""
+    from coordinator.client import Client
+
+    try:
+        job = Client(api).judge(job_id, model=model)
+    except SlmfleetError as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"job {job['id']} submitted: {model} judges {job['total']} answers of job "
+                  f"{job_id}; see slmfleet report {job['id']}")
+
+
 datasets_app = typer.Typer(help="Built-in and registered datasets.", no_args_is_help=False,
                            invoke_without_command=True)
 app.add_typer(datasets_app, name="datasets")

@@ -63,6 +63,10 @@ class Client:
     def results(self, job_id: int) -> dict[str, Any]:
         return self._call("GET", f"/jobs/{job_id}/results")  # type: ignore[no-any-return]
 
+    def judge(self, job_id: int, *, model: str) -> dict[str, Any]:
+        return self._call("POST", f"/jobs/{job_id}/judge",  # type: ignore[no-any-return]
+                          json={"model": model})
+
     def report(self, job_id: int) -> dict[str, Any]:
         return self._call("GET", f"/jobs/{job_id}/report")  # type: ignore[no-any-return]
 

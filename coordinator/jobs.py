@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from coordinator import store as st
 from coordinator.chat_template import render_chat
@@ -107,3 +107,31 @@ def submit_job(store: st.Store, raw: Any) -> JobRow:
     if not items:
         raise JobSpecError("the job has no work items: its datasets have no test items")
     return st.create_job(store, name=spec.name, spec=spec.model_dump(), items=items)
+
+
+def submit_judge_job(store: st.Store, *, job_id: int, model: str) -> JobRow:
+    """A job in which `model` judges every finished RAG answer of job `job_id` (yes/no)."""
+    from coordinator.evaluation.judge import JudgeTask
+
+    st.get_job(store, job_id=job_id)
+    if model not in {m.name for m in st.list_models(store)}:
+        raise JobSpecError(f"model: unknown model '{model}'; register the judge model first "
+                           "with POST /api/v1/models")
+    answers = [{"key": f"{i.model}/{i.item_key}/r{i.repeat}",
+                "question": i.reference["question"], "answers": i.reference["answers"],
+                "candidate": i.prediction or "", "exact_match": (i.score or {})["exact_match"]}
+               for i in st.job_items(store, job_id=job_id)
+               if i.task == "rag" and i.status == "done"]
+    if not answers:
+        raise JobSpecError(f"job {job_id} has no finished rag items to judge")
+    task = cast(JudgeTask, get_task("rag_judge"))
+    params = {"temperature": 0.0, "seed": 42, "max_tokens": task.spec.max_tokens,
+              "n_ctx": 2048, "prompting": "few_shot"}
+    items = [st.NewWorkItem(model=model, task=task.name, dataset=f"job:{job_id}",
+                            item_key=p.item_key, repeat=0, prompt=p.prompt,
+                            reference=p.reference, params={**params, "stop": list(p.stop)})
+             for p in task.plan_answers(answers)]
+    spec = {"name": f"judge of job {job_id} by {model}", "judge_of": job_id,
+            "models": [model], "tasks": [{"task": task.name, "dataset": f"job:{job_id}"}],
+            "params": params}
+    return st.create_job(store, name=str(spec["name"]), spec=spec, items=items)

@@ -57,6 +57,7 @@ class TaskSpec(_Frozen):
     prompt: PromptSpec
     metrics: tuple[MetricInfo, ...]
     retrieval: dict[str, Any] | None = None
+    examples: tuple[dict[str, str], ...] = ()  # few-shot examples kept in the spec itself
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,7 @@ def task_names() -> list[str]:
 @cache
 def _tasks() -> dict[str, Task]:
     from coordinator.evaluation.classification import ClassificationTask
+    from coordinator.evaluation.judge import JudgeTask
     from coordinator.evaluation.ner import NerTask
     from coordinator.evaluation.rag import RagTask
     from coordinator.evaluation.summarization import SummarizationTask
@@ -148,7 +150,8 @@ def _tasks() -> dict[str, Task]:
 
     classes: dict[str, type[Any]] = {
         "classification": ClassificationTask, "translation": TranslationTask,
-        "ner": NerTask, "summarization": SummarizationTask, "rag": RagTask}
+        "ner": NerTask, "summarization": SummarizationTask, "rag": RagTask,
+        "rag_judge": JudgeTask}
     return {name: classes[name](load_spec(name)) for name in task_names()}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import subprocess
 import sys
@@ -294,3 +295,20 @@ def test_chat_prompting_uses_the_models_own_template(
     with pytest.raises(ClientError, match="params.prompting: model 'tiny-llama' has no chat"):
         client.submit({"name": "chat-base", "models": [TINY], "params": {"prompting": "chat"},
                        "tasks": [{"task": "ner", "dataset": "builtin:ner"}]})
+
+
+def test_a_model_in_the_fleet_judges_rag_answers(fleet: LocalFleet, client: Client) -> None:
+    rag = client.submit({"name": "rag-to-judge", "models": [TINY], "limit": 3,
+                         "params": {"max_tokens": 4},
+                         "tasks": [{"task": "rag", "dataset": "builtin:rag"}]})
+    assert _wait_job(client, rag["id"])["state"] == "finished"
+    judged = _cli(fleet, "judge", str(rag["id"]), "--model", TINY)
+    assert judged.returncode == 0, judged.stderr
+    judge_job = max(j["id"] for j in client.jobs())
+    final = _wait_job(client, judge_job)
+    assert final["state"] == "finished" and final["total"] == 3
+    (row,) = client.results(judge_job)["summary"]
+    assert row["task"] == "rag_judge" and row["done"] == 3
+    failures = row["metrics"]["parse_failure_rate"]["value"]
+    assert 0.0 <= failures <= 1.0  # random weights rarely say yes/no: counted, never NaN
+    assert all(math.isfinite(m["value"]) for m in row["metrics"].values())
