@@ -45,7 +45,7 @@ class DatasetCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")
     task: str = Field(min_length=1)
-    format: Literal["jsonl", "csv"] = "jsonl"
+    format: Literal["jsonl", "csv", "text"] = "jsonl"
     content: str = Field(min_length=1, max_length=64 * 2**20)
     labels: dict[str, str] | None = None
     documents: str | None = Field(default=None, max_length=64 * 2**20,
@@ -208,10 +208,11 @@ def create_app(*, store: st.Store, hub: Any = None) -> FastAPI:
         documents = body.documents.encode() if body.documents is not None else None
         dataset = parse_dataset(content, task=body.task, where=Path(f"dataset '{body.name}'"),
                                 name=body.name, labels=body.labels, documents_raw=documents,
-                                csv_format=body.format == "csv")
+                                csv_format=body.format == "csv",
+                                text_format=body.format == "text")
         tests = len(dataset.split("test"))
         row = st.add_dataset(s, name=body.name, task=body.task, sha256=dataset.sha256,
-                             content=content, csv_format=body.format == "csv",
+                             content=content, format=body.format,
                              documents=documents, labels=body.labels, items=tests)
         return {"name": row.name, "task": row.task, "sha256": row.sha256,
                 "items": row.items, "ref": stored_dataset(row).ref}  # the ref results carry

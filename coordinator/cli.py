@@ -281,7 +281,7 @@ def datasets_add(
         dataset = load_dataset_file(path, task=task, labels=label_map, documents=documents,
                                     name=name)
         body = {"name": dataset.name, "task": task,
-                "format": "csv" if path.suffix.lower() == ".csv" else "jsonl",
+                "format": {".csv": "csv", ".txt": "text"}.get(path.suffix.lower(), "jsonl"),
                 "content": path.read_text(encoding="utf-8"), "labels": label_map,
                 "documents": documents.read_text(encoding="utf-8") if documents else None}
         added = Client(api).add_dataset(body)

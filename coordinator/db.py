@@ -69,7 +69,7 @@ class DatasetRow(Base):
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
     task: Mapped[str] = mapped_column(String(32))
     sha256: Mapped[str] = mapped_column(String(64))
-    csv_format: Mapped[bool] = mapped_column(default=False)
+    format: Mapped[str] = mapped_column(String(8), default="jsonl")  # jsonl, csv or text
     content: Mapped[bytes] = mapped_column(LargeBinary)
     documents: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     labels: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)

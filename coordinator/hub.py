@@ -180,7 +180,7 @@ class Hub:
                         prompt=item.prompt, stop=tuple(item.params["stop"]),
                         max_tokens=item.params["max_tokens"],
                         temperature=item.params["temperature"], seed=item.params["seed"],
-                        lease_s=self.lease_s))
+                        lease_s=self.lease_s, kind=item.params.get("kind", "complete")))
             case WorkResult():
                 await self._record_result(session, message)
             case Bye():

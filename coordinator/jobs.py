@@ -30,7 +30,8 @@ def stored_dataset(row: DatasetRow) -> Dataset:
     """A registered user dataset, parsed from the bytes the store holds."""
     return parse_dataset(row.content, task=row.task, where=Path(f"dataset '{row.name}'"),
                          name=row.name, labels=row.labels, documents_raw=row.documents,
-                         version=row.sha256[:12], csv_format=row.csv_format)
+                         version=row.sha256[:12], csv_format=row.format == "csv",
+                         text_format=row.format == "text")
 
 
 def resolve_dataset(store: st.Store, ref: str) -> Dataset:
@@ -95,12 +96,13 @@ def submit_job(store: st.Store, raw: Any) -> JobRow:
         planned = task.plan(dataset, limit=limit, seed=spec.params.seed)
         for model in spec.models:
             for repeat in range(spec.repeats):
-                params = {**spec.params.model_dump(),
+                params = {**spec.params.model_dump(), "kind": task.spec.kind,
                           "max_tokens": spec.params.max_tokens or task.spec.max_tokens}
                 for p in planned:
                     items.append(st.NewWorkItem(
                         model=model, task=task.name, dataset=dataset.ref, item_key=p.item_key,
-                        repeat=repeat, prompt=_prompt(p, known[model], spec),
+                        repeat=repeat, prompt=_prompt(p, known[model], spec)
+                        if task.spec.kind == "complete" else p.prompt,  # a passage as is
                         reference=p.reference,
                         params={**params, "stop": list(p.stop),
                                 "seed": spec.params.seed + repeat}))

@@ -117,7 +117,7 @@ def model_by_sha(store: Store, *, sha256: str) -> ModelRow | None:
 
 
 def add_dataset(store: Store, *, name: str, task: str, sha256: str, content: bytes,
-                csv_format: bool, documents: bytes | None, labels: dict[str, str] | None,
+                format: str, documents: bytes | None, labels: dict[str, str] | None,
                 items: int) -> DatasetRow:
     """Store a validated user dataset; the same name with other content is refused."""
     with store.session.begin() as s:
@@ -129,7 +129,7 @@ def add_dataset(store: Store, *, name: str, task: str, sha256: str, content: byt
                                    "by name and sha256)")
             return existing
         row = DatasetRow(name=name, task=task, sha256=sha256, content=content,
-                         csv_format=csv_format, documents=documents, labels=labels,
+                         format=format, documents=documents, labels=labels,
                          items=items)
         s.add(row)
         return row

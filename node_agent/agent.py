@@ -379,7 +379,8 @@ class Agent:
     async def _execute(self, handle: WorkerHandle, lease: WorkLease) -> WorkResult:
         request = CompletionRequest(prompt=lease.prompt, stop=lease.stop,
                                     max_tokens=lease.max_tokens,
-                                    temperature=lease.temperature, seed=lease.seed)
+                                    temperature=lease.temperature, seed=lease.seed,
+                                    kind=lease.kind)
         try:
             done = await handle.complete(request, timeout_s=min(lease.lease_s,
                                                                 self.config.request_timeout_s))

@@ -158,6 +158,7 @@ class WorkLease(_Msg):
     temperature: float = Field(ge=0)
     seed: int
     lease_s: float = Field(gt=0)
+    kind: Literal["complete", "score"] = "complete"  # score: token log-probs of the prompt
 
 
 class NoWork(_Msg):

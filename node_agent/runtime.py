@@ -36,6 +36,7 @@ class CompletionRequest:
     max_tokens: int
     temperature: float
     seed: int
+    kind: str = "complete"  # or "score": the prompt's token log-probs, as JSON text
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,8 @@ class ProcessWorker:
                 raise WorkerError(f"worker for {self.model} has exited "
                                   f"(code {self._process.returncode})")
             request_id = uuid.uuid4().hex
-            payload = {"type": "complete", "id": request_id, "prompt": request.prompt,
+            payload = {"type": "complete", "kind": request.kind, "id": request_id,
+                       "prompt": request.prompt,
                        "stop": list(request.stop), "max_tokens": request.max_tokens,
                        "temperature": request.temperature, "seed": request.seed}
             try:  # a PAIR send with no connected peer would wait forever

@@ -26,7 +26,8 @@ def _serve(llm: Any, socket: zmq.Socket[bytes]) -> None:
         if request.get("type") == "stop":
             return
         try:
-            reply = _complete(llm, request)
+            reply = _score(llm, request) if request.get("kind") == "score" \
+                else _complete(llm, request)
         except Exception as exc:  # noqa: BLE001 - any llama.cpp failure goes back to the agent
             reply = {"type": "error", "id": request.get("id"), "message": repr(exc)}
         socket.send(json.dumps(reply).encode())
@@ -84,6 +85,54 @@ def _complete(llm: Any, request: dict[str, Any]) -> dict[str, Any]:
         "prompt_tokens": prompt_tokens,
         "completion_tokens": len(sampled),
     }
+
+
+def token_logprobs(llm: Any, text: str, *, chunk: int = 64) -> list[float]:
+    """Log-probability of each token of `text` given the tokens before it (after BOS).
+
+    The text is decoded in chunks with logits requested for every position of the chunk
+    only, so memory stays at chunk x vocabulary floats (a model loaded with logits_all
+    would hold the whole context's). Uses llama-cpp-python's low-level context and batch
+    (pinned version; checked against logits_all scores by the tests).
+    """
+    import numpy as np
+
+    tokens = llm.tokenize(text.encode(), add_bos=True)
+    if len(tokens) > llm.n_ctx():
+        raise ValueError(f"the text has {len(tokens)} tokens but the context holds "
+                         f"{llm.n_ctx()}; split it into shorter items")
+    n_vocab = llm.n_vocab()
+    llm.reset()
+    llm._ctx.kv_cache_clear()
+    logprobs: list[float] = []
+    try:
+        for start in range(0, len(tokens) - 1, chunk):
+            part = tokens[start:start + chunk]
+            llm._batch.set_batch(batch=part, n_past=start, logits_all=True)
+            llm._ctx.decode(llm._batch)
+            for i in range(len(part)):
+                target = start + i + 1
+                if target >= len(tokens):
+                    break
+                logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(i), shape=(n_vocab,))
+                logits = logits.astype(np.float64)
+                top = logits.max()
+                norm = top + np.log(np.exp(logits - top).sum())
+                logprobs.append(float(logits[tokens[target]] - norm))
+    finally:
+        llm._ctx.kv_cache_clear()  # the completion cache no longer matches: start afresh
+        llm.reset()
+    return logprobs
+
+
+def _score(llm: Any, request: dict[str, Any]) -> dict[str, Any]:
+    start = time.perf_counter()
+    logprobs = token_logprobs(llm, str(request["prompt"]))
+    end = time.perf_counter()
+    return {"type": "done", "id": request["id"],
+            "text": json.dumps({"logprob_sum": sum(logprobs), "tokens": len(logprobs)}),
+            "ttft_s": end - start, "tpot_s": 0.0, "e2e_s": end - start,
+            "prompt_tokens": len(logprobs) + 1, "completion_tokens": 0}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -136,7 +136,7 @@ def load_dataset_file(
     name: str | None = None,
     version: str = "user",
 ) -> Dataset:
-    """Load a user dataset for `task` from a JSONL or CSV file.
+    """Load a user dataset for `task` from a JSONL, CSV or (perplexity) plain-text file.
 
     Items without ``split`` are test items. For classification, ``labels`` maps each
     allowed label to a description; if ``None`` the labels are inferred from the data. RAG
@@ -149,7 +149,7 @@ def load_dataset_file(
         documents_raw=_read_bytes(Path(documents)) if documents is not None else None,
         documents_where=Path(documents) if documents is not None else None,
         name=name if name is not None else path.stem, version=version,
-        csv_format=path.suffix.lower() == ".csv")
+        csv_format=path.suffix.lower() == ".csv", text_format=path.suffix.lower() == ".txt")
 
 
 def parse_dataset(
@@ -163,8 +163,10 @@ def parse_dataset(
     documents_where: Path | None = None,
     version: str = "user",
     csv_format: bool = False,
+    text_format: bool = False,
 ) -> Dataset:
-    """Validate a dataset's bytes (JSONL, or CSV with `csv_format`); `where` names it in errors."""
+    """Validate a dataset's bytes (JSONL; CSV with `csv_format`; plain text, one item per
+    paragraph, with `text_format`); `where` names it in errors."""
     if task not in ITEM_MODELS:
         close = difflib.get_close_matches(task, list(ITEM_MODELS), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
@@ -180,7 +182,11 @@ def parse_dataset(
             raise DatasetError(f"{where}: a rag dataset needs its document collection; give the "
                                'documents file (JSONL of {"id", "title", "text"}).')
         documents = parse_documents(documents_raw, documents_where or where)
-    lines = _csv_to_jsonl(raw, where) if csv_format else raw
+    if text_format and task != "perplexity":
+        raise DatasetError(f"{where}: a plain-text file is a perplexity dataset, not {task}; "
+                           "give JSONL or CSV in the task's schema.")
+    lines = _csv_to_jsonl(raw, where) if csv_format else \
+        _text_to_jsonl(raw, where) if text_format else raw
     items = _parse_items(lines, where, task=task, labels=labels, default_split="test",
                          documents=documents)
     if task == "classification" and labels is None:
@@ -232,6 +238,18 @@ def _verified_bytes(path: Path, expected: str, meta_path: Path, key: str) -> byt
             f"{key!r}."
         )
     return raw
+
+
+def _text_to_jsonl(raw: bytes, path: Path) -> bytes:
+    """Plain text, one test item per paragraph (blank-line separated)."""
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: not valid UTF-8 (byte {exc.start}); save the file as "
+                           "UTF-8.") from exc
+    paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", text) if p.strip()]
+    return "\n".join(json.dumps({"id": f"p{i:04d}", "text": p}, ensure_ascii=False)
+                     for i, p in enumerate(paragraphs, 1)).encode()
 
 
 def _csv_to_jsonl(raw: bytes, path: Path) -> bytes:

@@ -78,6 +78,12 @@ class RagItem(_Item):
     doc_ids: tuple[Text, ...] = Field(min_length=1, strict=False)
 
 
+class TextItem(_Item):
+    """A passage of text whose likelihood under the model is measured (perplexity)."""
+
+    text: Text
+
+
 class Document(BaseModel):
     """One document of a RAG dataset's collection."""
 
@@ -88,7 +94,7 @@ class Document(BaseModel):
     text: Text
 
 
-Item = ClassificationItem | TranslationItem | NerItem | SummarizationItem | RagItem
+Item = ClassificationItem | TranslationItem | NerItem | SummarizationItem | RagItem | TextItem
 
 ITEM_MODELS: dict[str, type[_Item]] = {
     "classification": ClassificationItem,
@@ -96,6 +102,7 @@ ITEM_MODELS: dict[str, type[_Item]] = {
     "ner": NerItem,
     "summarization": SummarizationItem,
     "rag": RagItem,
+    "perplexity": TextItem,
 }
 
 LEAK_FIELD: dict[str, str] = {
@@ -104,6 +111,7 @@ LEAK_FIELD: dict[str, str] = {
     "ner": "text",
     "summarization": "document",
     "rag": "question",
+    "perplexity": "text",
 }
 
 EXAMPLE_LINE: dict[str, str] = {
@@ -115,4 +123,5 @@ EXAMPLE_LINE: dict[str, str] = {
     "summarization": '{"id": "x1", "split": "test", "document": "...", "summary": "..."}',
     "rag": '{"id": "x1", "split": "test", "question": "...", "answers": ["..."], '
            '"doc_ids": ["doc-1"]}',
+    "perplexity": '{"id": "p1", "split": "test", "text": "A passage of text."}',
 }

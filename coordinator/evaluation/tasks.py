@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -58,6 +58,7 @@ class TaskSpec(_Frozen):
     metrics: tuple[MetricInfo, ...]
     retrieval: dict[str, Any] | None = None
     examples: tuple[dict[str, str], ...] = ()  # few-shot examples kept in the spec itself
+    kind: Literal["complete", "score"] = "complete"  # score: the worker's token log-probs
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,7 @@ def _tasks() -> dict[str, Task]:
     from coordinator.evaluation.classification import ClassificationTask
     from coordinator.evaluation.judge import JudgeTask
     from coordinator.evaluation.ner import NerTask
+    from coordinator.evaluation.perplexity import PerplexityTask
     from coordinator.evaluation.rag import RagTask
     from coordinator.evaluation.summarization import SummarizationTask
     from coordinator.evaluation.translation import TranslationTask
@@ -151,7 +153,7 @@ def _tasks() -> dict[str, Task]:
     classes: dict[str, type[Any]] = {
         "classification": ClassificationTask, "translation": TranslationTask,
         "ner": NerTask, "summarization": SummarizationTask, "rag": RagTask,
-        "rag_judge": JudgeTask}
+        "rag_judge": JudgeTask, "perplexity": PerplexityTask}
     return {name: classes[name](load_spec(name)) for name in task_names()}
 
 

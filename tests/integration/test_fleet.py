@@ -25,7 +25,7 @@ from coordinator.demo import LocalFleet, wait_for, workers_ready
 from node_agent.hardware import hardware_facts
 from node_agent.protocol import PROTOCOL_VERSION, Heartbeat, Register, encode
 from tests.integration.conftest import TINY, TOKEN, store_rows
-from tests.support.tiny_gguf import write_tiny_gguf
+from tests.support.tiny_gguf import build_vocab, write_tiny_gguf
 
 pytestmark = pytest.mark.integration
 
@@ -312,3 +312,17 @@ def test_a_model_in_the_fleet_judges_rag_answers(fleet: LocalFleet, client: Clie
     failures = row["metrics"]["parse_failure_rate"]["value"]
     assert 0.0 <= failures <= 1.0  # random weights rarely say yes/no: counted, never NaN
     assert all(math.isfinite(m["value"]) for m in row["metrics"].values())
+
+
+def test_perplexity_from_the_workers_token_logprobs(fleet: LocalFleet, client: Client) -> None:
+    job = client.submit({"name": "ppl", "models": [TINY], "limit": 3,
+                         "tasks": [{"task": "perplexity", "dataset": "builtin:perplexity"}]})
+    assert _wait_job(client, job["id"])["state"] == "finished"
+    (row,) = client.results(job["id"])["summary"]
+    perplexity = row["metrics"]["perplexity"]
+    # random weights are close to uniform over the vocabulary: perplexity near its size
+    vocab = len(build_vocab()[0])
+    assert vocab / 4 < perplexity["value"] < vocab * 4, perplexity
+    assert perplexity["low"] <= perplexity["value"] <= perplexity["high"]
+    records = client.results(job["id"])["records"]
+    assert all(json.loads(r["output"])["tokens"] > 20 for r in records)

@@ -30,8 +30,8 @@ NER_LINES = [
     {"id": "n3", "text": "It rained all day.", "entities": []},
 ]
 NER_CONTENT = "".join(json.dumps(line) + "\n" for line in NER_LINES)
-BUILTINS = {"builtin:classification", "builtin:ner", "builtin:rag", "builtin:summarization",
-            "builtin:translation"}
+BUILTINS = {"builtin:classification", "builtin:ner", "builtin:perplexity", "builtin:rag",
+            "builtin:summarization", "builtin:translation"}
 
 
 @pytest.fixture

@@ -151,3 +151,31 @@ def test_completion_usage_is_sane_and_greedy_is_deterministic(
     assert 1 <= usage["completion_tokens"] <= MAX_TOKENS
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
     assert first["choices"][0]["text"] == second["choices"][0]["text"]
+
+
+def test_chunked_token_logprobs_match_llama_cpps_own_scores(
+        tiny_model_path: pathlib.Path) -> None:
+    from node_agent.worker import token_logprobs
+
+    text = "the quick brown fox jumps over the lazy dog and then it runs home"
+    full = llama_cpp.Llama(model_path=str(tiny_model_path), n_ctx=512, n_threads=1,
+                           logits_all=True, verbose=False)
+    lean = llama_cpp.Llama(model_path=str(tiny_model_path), n_ctx=512, n_threads=1,
+                           verbose=False)
+    try:
+        tokens = full.tokenize(text.encode(), add_bos=True)
+        full.eval(tokens)
+        scores = np.asarray(full.scores[: len(tokens)], dtype=np.float64)
+        shifted = scores - scores.max(axis=1, keepdims=True)
+        log_softmax = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        expected = [log_softmax[i, tokens[i + 1]] for i in range(len(tokens) - 1)]
+        chunked = token_logprobs(lean, text, chunk=5)  # several chunks, a ragged last one
+        # the model still completes normally afterwards: its cache was reset
+        after = lean.create_completion("the", max_tokens=2, temperature=0.0)
+    finally:
+        full.close()
+        lean.close()
+    assert len(chunked) == len(tokens) - 1
+    assert np.allclose(chunked, expected, atol=1e-3)
+    assert all(lp <= 0 for lp in chunked)
+    assert after["choices"][0]["text"] is not None
