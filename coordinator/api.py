@@ -15,11 +15,13 @@ from fastapi import Body, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from coordinator import endpoint_judge
 from coordinator import store as st
 from coordinator.chat_template import read_chat_template
 from coordinator.comparison import compare_jobs
 from coordinator.datasets.loader import builtin_names, load_builtin, parse_dataset
 from coordinator.db import utcnow
+from coordinator.endpoint_judge import Endpoint
 from coordinator.errors import JobSpecError, ModelError, NotFoundError, SlmfleetError
 from coordinator.jobs import stored_dataset, submit_job, submit_judge_job
 from coordinator.node_state import node_state
@@ -52,11 +54,23 @@ class DatasetCreate(BaseModel):
                                   description="RAG: the document collection as JSONL")
 
 
-class JudgeCreate(BaseModel):
-    """Which registered model judges the RAG answers of a finished job."""
+class EndpointCreate(BaseModel):
+    """An OpenAI-compatible API: its base URL, model name and the key's variable name."""
 
     model_config = ConfigDict(extra="forbid")
+    url: str = Field(pattern=r"^https?://\S+$", description="e.g. http://127.0.0.1:8000/v1")
     model: str = Field(min_length=1, max_length=128)
+    api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                    description="name of the coordinator's environment "
+                                    "variable holding the key (the key is never stored)")
+
+
+class JudgeCreate(BaseModel):
+    """The judge of a finished job's RAG answers: a registered model, or an endpoint."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = Field(default=None, min_length=1, max_length=128)
+    endpoint: EndpointCreate | None = None
 
 
 class ReportError(SlmfleetError):
@@ -149,7 +163,11 @@ def create_app(*, store: st.Store, hub: Any = None) -> FastAPI:
 
     @app.post(f"{API}/jobs/{{job_id}}/judge", status_code=201)
     def judge_job(s: StoreDep, job_id: int, body: JudgeCreate) -> dict[str, Any]:
-        return job_view(s, submit_judge_job(s, job_id=job_id, model=body.model))
+        endpoint = Endpoint(**body.endpoint.model_dump()) if body.endpoint else None
+        job = submit_judge_job(s, job_id=job_id, model=body.model, endpoint=endpoint)
+        if endpoint is not None:
+            endpoint_judge.start(s, endpoint)
+        return job_view(s, job)
 
     @app.get(f"{API}/jobs/{{job_id}}")
     def get_job(s: StoreDep, job_id: int) -> dict[str, Any]:

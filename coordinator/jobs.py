@@ -8,6 +8,7 @@ stores nothing. Each work item carries its rendered prompt and its reference ans
 from __future__ import annotations
 
 import difflib
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, cast
 
@@ -21,6 +22,7 @@ from coordinator.datasets.loader import (
     parse_dataset,
 )
 from coordinator.db import DatasetRow, JobRow, ModelRow
+from coordinator.endpoint_judge import Endpoint
 from coordinator.errors import DatasetError, JobSpecError
 from coordinator.evaluation.tasks import PlannedItem, get_task
 from coordinator.jobspec import JobSpec, parse_job_spec
@@ -111,14 +113,25 @@ def submit_job(store: st.Store, raw: Any) -> JobRow:
     return st.create_job(store, name=spec.name, spec=spec.model_dump(), items=items)
 
 
-def submit_judge_job(store: st.Store, *, job_id: int, model: str) -> JobRow:
-    """A job in which `model` judges every finished RAG answer of job `job_id` (yes/no)."""
+def submit_judge_job(store: st.Store, *, job_id: int, model: str | None = None,
+                     endpoint: Endpoint | None = None) -> JobRow:
+    """A job judging every finished RAG answer of job `job_id` (yes/no).
+
+    The judge is a registered `model` served by the fleet, or an OpenAI-compatible
+    `endpoint` that the coordinator calls itself (see `coordinator.endpoint_judge`).
+    """
     from coordinator.evaluation.judge import JudgeTask
 
     st.get_job(store, job_id=job_id)
-    if model not in {m.name for m in st.list_models(store)}:
-        raise JobSpecError(f"model: unknown model '{model}'; register the judge model first "
-                           "with POST /api/v1/models")
+    if endpoint is not None and model is None:
+        judge = endpoint.work_model
+    elif model is not None and endpoint is None:
+        if model not in {m.name for m in st.list_models(store)}:
+            raise JobSpecError(f"model: unknown model '{model}'; register the judge model "
+                               "first with POST /api/v1/models")
+        judge = model
+    else:
+        raise JobSpecError("give either model (a registered model) or endpoint, not both")
     answers = [{"key": f"{i.model}/{i.item_key}/r{i.repeat}",
                 "question": i.reference["question"], "answers": i.reference["answers"],
                 "candidate": i.prediction or "", "exact_match": (i.score or {})["exact_match"]}
@@ -129,11 +142,11 @@ def submit_judge_job(store: st.Store, *, job_id: int, model: str) -> JobRow:
     task = cast(JudgeTask, get_task("rag_judge"))
     params = {"temperature": 0.0, "seed": 42, "max_tokens": task.spec.max_tokens,
               "n_ctx": 2048, "prompting": "few_shot"}
-    items = [st.NewWorkItem(model=model, task=task.name, dataset=f"job:{job_id}",
+    items = [st.NewWorkItem(model=judge, task=task.name, dataset=f"job:{job_id}",
                             item_key=p.item_key, repeat=0, prompt=p.prompt,
                             reference=p.reference, params={**params, "stop": list(p.stop)})
              for p in task.plan_answers(answers)]
-    spec = {"name": f"judge of job {job_id} by {model}", "judge_of": job_id,
-            "models": [model], "tasks": [{"task": task.name, "dataset": f"job:{job_id}"}],
-            "params": params}
+    spec = {"name": f"judge of job {job_id} by {judge}", "judge_of": job_id,
+            "models": [judge], "tasks": [{"task": task.name, "dataset": f"job:{job_id}"}],
+            "params": params, "endpoint": asdict(endpoint) if endpoint else None}
     return st.create_job(store, name=str(spec["name"]), spec=spec, items=items)

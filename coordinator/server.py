@@ -16,6 +16,7 @@ from pathlib import Path
 
 import uvicorn
 
+from coordinator import endpoint_judge
 from coordinator import store as st
 from coordinator.api import create_app
 from coordinator.hub import Hub
@@ -77,6 +78,7 @@ async def serve(settings: Settings) -> None:
               bind=f"tcp://{settings.hub_host}:{settings.hub_port}",
               heartbeat_interval_s=settings.heartbeat_interval_s,
               liveness=settings.liveness, lease_s=settings.lease_s)
+    endpoint_judge.resume(store)
     requeued = st.requeue_expired(store)
     if requeued:
         log.warning("resumed: %d leased items returned to the queue", requeued)

@@ -113,3 +113,34 @@ def test_bad_judge_requests_are_refused(client: TestClient, rag_job: int,
 
 def test_judging_an_unknown_job_is_404(client: TestClient, rag_job: int) -> None:
     assert client.post("/api/v1/jobs/99/judge", json={"model": "judge"}).status_code == 404
+
+
+@pytest.mark.parametrize(("body", "named"), [
+    ({"model": "judge", "endpoint": {"url": "http://127.0.0.1:1/v1", "model": "m"}},
+     "not both"),
+    ({}, "not both"),
+    ({"endpoint": {"url": "ftp://example/v1", "model": "m"}}, "url"),
+    ({"endpoint": {"url": "http://127.0.0.1:1/v1", "model": "m", "api_key_env": "a-b"}},
+     "api_key_env"),
+    ({"endpoint": {"url": "http://127.0.0.1:1/v1", "model": "m", "api_key": "secret"}},
+     "api_key"),
+])
+def test_bad_endpoint_judge_requests_are_refused(client: TestClient, rag_job: int,
+                                                 body: dict[str, object], named: str) -> None:
+    response = client.post(f"/api/v1/jobs/{rag_job}/judge", json=body)
+    assert response.status_code == 422
+    assert named in response.text
+    assert len(client.get("/api/v1/jobs").json()) == 1
+
+
+def test_a_missing_key_variable_fails_before_any_request(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import httpx
+
+    from coordinator.endpoint_judge import Endpoint, ask
+
+    monkeypatch.delenv("SLMFLEET_TEST_JUDGE_KEY", raising=False)
+    endpoint = Endpoint(url="http://127.0.0.1:1/v1", model="m",
+                        api_key_env="SLMFLEET_TEST_JUDGE_KEY")
+    with httpx.Client() as http, pytest.raises(RuntimeError, match="SLMFLEET_TEST_JUDGE_KEY"):
+        ask(endpoint, "prompt", max_tokens=2, stop=["\n"], client=http)
