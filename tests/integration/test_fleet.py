@@ -64,7 +64,7 @@ def test_job_runs_on_real_agents_and_stores_one_row_per_item(
         assert row["lease_id"] is None
         assert 0 < row["ttft_s"] <= row["e2e_s"]
         assert row["prompt_tokens"] > 100, "the few-shot prompt reached the worker"
-        assert 1 <= row["completion_tokens"] <= 4
+        assert 0 < row["completion_tokens"] <= 4
         assert row["peak_rss_mb"] > 0
         assert json.loads(row["score"])["valid"] in (True, False)
 

@@ -167,7 +167,7 @@ def test_plan_references_carry_what_scoring_needs() -> None:
     for p in get_task("rag").plan(rag, limit=3, seed=1):
         ref = p.reference
         assert (ref["retriever"], ref["k"]) == ("bm25", 2)
-        assert 1 <= len(ref["retrieved"]) <= 2
+        assert 0 < len(ref["retrieved"]) <= 2
         assert ref["hit"] == any(d in ref["doc_ids"] for d in ref["retrieved"])
         titles = {d.id: d.title for d in rag.documents}
         for doc_id in ref["retrieved"]:
