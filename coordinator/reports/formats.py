@@ -125,14 +125,38 @@ def _table(grid: Grid, *, title: str, left: int) -> Table:
     return table
 
 
+def _transposed(grid: Grid) -> Grid:
+    """Rows become columns: one row per metric or cost, one column per model.
+
+    A task has many metrics and cost figures but few models, so this fits a terminal of
+    80 columns where the wide layout would crush every cell.
+    """
+    header = [grid.header[0], *(cells[0] for cells in grid.rows)]
+    rows = [[name, *(cells[i] for cells in grid.rows)]
+            for i, name in enumerate(grid.header) if i > 0]
+    return Grid(title=grid.title, header=header, rows=rows)
+
+
 def render_table(report: Mapping[str, Any]) -> list[Table]:
-    """One rich Table per task, for the terminal."""
-    return [_table(grid, title=f"task: {grid.title}", left=1) for grid in task_grids(report)]
+    """One rich Table per task, for the terminal: a row per metric, a column per model."""
+    return [_table(_transposed(grid), title=f"task: {grid.title}", left=1)
+            for grid in task_grids(report)]
+
+
+TERMINAL_NODE_COSTS = ("TTFT p50 s", "E2E p50 s", "E2E p95 s", "tok/s", "peak RSS MiB")
 
 
 def node_table(report: Mapping[str, Any]) -> Table:
-    """The per-node cost table, for the terminal."""
-    return _table(node_grid(report), title="cost per node", left=3)
+    """The per-node cost table for an 80-column terminal: the key figures only (the HTML,
+    CSV and JSON reports have them all), and the model column only with several models."""
+    grid = node_grid(report)
+    several_models = len({cells[0] for cells in grid.rows}) > 1
+    keep = [i for i, name in enumerate(grid.header)
+            if name in ("task", "node", "done", *TERMINAL_NODE_COSTS)
+            or (name == "model" and several_models)]
+    narrow = Grid(title=grid.title, header=[grid.header[i] for i in keep],
+                  rows=[[cells[i] for i in keep] for cells in grid.rows])
+    return _table(narrow, title="cost per node", left=3 if several_models else 2)
 
 
 def render_text(report: Mapping[str, Any], fmt: str) -> str:
@@ -143,7 +167,7 @@ def render_text(report: Mapping[str, Any], fmt: str) -> str:
     """
     if fmt == "table":
         out = io.StringIO()
-        console = Console(file=out, width=240, color_system=None)
+        console = Console(file=out, width=120, color_system=None)
         for table in render_table(report):
             console.print(table)
         return out.getvalue()

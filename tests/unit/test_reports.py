@@ -155,3 +155,23 @@ def test_pareto_front_respects_direction() -> None:
     points = [(10.0, 0.5), (20.0, 0.4), (5.0, 0.6), (8.0, 0.45)]
     assert pareto_front(points, higher_is_better=True) == [2, 0, 1]
     assert pareto_front(points, higher_is_better=False) == [1]
+
+
+def test_terminal_tables_put_models_in_columns_and_metrics_in_rows() -> None:
+    tables = render_table(sample_report())
+    classification = tables[0]
+    headers = [str(column.header) for column in classification.columns]
+    assert headers[0] == "model" and set(headers[1:]) == {GEMMA, QWEN}
+    first_column = list(classification.columns[0].cells)
+    assert "done" in first_column and "accuracy ↑" in first_column and "tok/s" in first_column
+
+
+def test_terminal_node_table_keeps_the_model_column_only_for_several_models() -> None:
+    from coordinator.reports import node_table
+
+    report = sample_report()
+    headers = [str(c.header) for c in node_table(report).columns]
+    assert headers[:3] == ["model", "task", "node"] and "tok/s" in headers
+    assert "TPOT p95 s" not in headers  # the terminal keeps the key figures only
+    one_model = {**report, "by_node": [r for r in report["by_node"] if r["model"] == GEMMA]}
+    assert [str(c.header) for c in node_table(one_model).columns][:2] == ["task", "node"]
