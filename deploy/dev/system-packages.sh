@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Debian packages the build and the test suite need; installs only what is missing.
+# Debian packages the build and the test suite need (compilers for llama-cpp-python,
+# Chromium for the status page tests); installs only what is missing.
 # Run as root (CI and the dev machine are root); prints what it would need otherwise.
 set -euo pipefail
 
@@ -9,6 +10,7 @@ command -v g++ >/dev/null || needed+=(g++)
 command -v make >/dev/null || needed+=(make)
 command -v git >/dev/null || needed+=(git)
 python3 -c "import venv, ensurepip" 2>/dev/null || needed+=(python3-venv)
+command -v chromium >/dev/null || needed+=(chromium)  # the status page's browser tests
 
 if [ ${#needed[@]} -eq 0 ]; then
   exit 0
