@@ -79,6 +79,7 @@ class Hub:
         self.port = self._socket.bind_to_random_port(bind.rsplit(":", 1)[0]) \
             if bind.endswith(":0") else self._bind(bind)
         self.peers: dict[bytes, Peer] = {}
+        self._recording: set[asyncio.Task[None]] = set()
         self.rejected_messages = 0
 
     def _bind(self, bind: str) -> int:
@@ -181,8 +182,10 @@ class Hub:
                         max_tokens=item.params["max_tokens"],
                         temperature=item.params["temperature"], seed=item.params["seed"],
                         lease_s=self.lease_s, kind=item.params.get("kind", "complete")))
-            case WorkResult():
-                await self._record_result(session, message)
+            case WorkResult():  # scored in the background: the hub keeps serving meanwhile
+                recording = asyncio.create_task(self._record_result(session, message))
+                self._recording.add(recording)
+                recording.add_done_callback(self._recorded)
             case Bye():
                 st.mark_left(self.store, node_id=session.node_id)
                 del self.peers[peer]
@@ -190,6 +193,11 @@ class Hub:
                 await self._send(peer, ErrorReply(
                     code="unexpected", message=f"{type(message).__name__} is not accepted "
                     "by the coordinator"))
+
+    def _recorded(self, task: asyncio.Task[None]) -> None:
+        self._recording.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("recording a result failed", exc_info=task.exception())
 
     async def _record_result(self, session: Peer, result: WorkResult) -> None:
         """Score off the event loop (embedding metrics take a while), then record once."""
