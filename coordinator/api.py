@@ -24,6 +24,7 @@ from coordinator.db import utcnow
 from coordinator.endpoint_judge import Endpoint
 from coordinator.errors import JobSpecError, ModelError, NotFoundError, SlmfleetError
 from coordinator.jobs import stored_dataset, submit_job, submit_judge_job
+from coordinator.monitoring import CONTENT_TYPE, render_metrics
 from coordinator.node_state import node_state
 from coordinator.reports import render_text, self_contained_html
 from coordinator.results import item_record, job_report
@@ -119,6 +120,20 @@ def create_app(*, store: st.Store, hub: Any = None) -> FastAPI:
     def list_nodes(s: StoreDep) -> list[dict[str, Any]]:
         return [node_view(n) for n in st.list_nodes(s)]
 
+    @app.get(f"{API}/nodes/{{node_id}}")
+    def get_node(s: StoreDep, node_id: int) -> dict[str, Any]:
+        for node in st.list_nodes(s):
+            if node.id == node_id:
+                return node_view(node)
+        raise NotFoundError(f"no node with id {node_id}; list nodes with GET /api/v1/nodes")
+
+    @app.get("/metrics")
+    def metrics(s: StoreDep) -> Response:
+        return Response(render_metrics(
+            nodes=[node_view(n) for n in st.list_nodes(s)], counts=st.counts(s),
+            discarded_results=s.discarded_results,
+            rejected_messages=getattr(hub, "rejected_messages", 0)), media_type=CONTENT_TYPE)
+
     @app.get(f"{API}/models")
     def list_models(s: StoreDep) -> list[dict[str, Any]]:
         return [{"name": m.name, "sha256": m.sha256, "size": m.size, "threads": m.threads,
@@ -149,6 +164,7 @@ def create_app(*, store: st.Store, hub: Any = None) -> FastAPI:
         return {"id": job.id, "name": job.name, "state": job.state, "total": job.total,
                 "done": progress.get("done", 0), "failed": progress.get("failed", 0),
                 "leased": progress.get("leased", 0), "pending": progress.get("pending", 0),
+                "cancelled": progress.get("cancelled", 0),
                 "created_at": job.created_at.isoformat() + "Z", "spec": job.spec}
 
     @app.get(f"{API}/jobs")
@@ -168,6 +184,10 @@ def create_app(*, store: st.Store, hub: Any = None) -> FastAPI:
         if endpoint is not None:
             endpoint_judge.start(s, endpoint)
         return job_view(s, job)
+
+    @app.post(f"{API}/jobs/{{job_id}}/cancel")
+    def cancel_job(s: StoreDep, job_id: int) -> dict[str, Any]:
+        return job_view(s, st.cancel_job(s, job_id=job_id))
 
     @app.get(f"{API}/jobs/{{job_id}}")
     def get_job(s: StoreDep, job_id: int) -> dict[str, Any]:

@@ -231,6 +231,19 @@ def compare(
 
 
 @app.command()
+def cancel(job_id: int, api: ApiOption = DEFAULT_API) -> None:
+    """Cancel a running job: open items are dropped; finished results stay."""
+    from coordinator.client import Client
+
+    try:
+        job = Client(api).cancel(job_id)
+    except SlmfleetError as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"job {job['id']} {job['state']}: {job['done']} done, {job['cancelled']} "
+                  "cancelled")
+
+
+@app.command()
 def judge(
     job_id: Annotated[int, typer.Argument(help="A job with finished rag items.")],
     model: Annotated[str, typer.Option(help="A registered model to judge with.")],

@@ -63,6 +63,9 @@ class Client:
     def results(self, job_id: int) -> dict[str, Any]:
         return self._call("GET", f"/jobs/{job_id}/results")  # type: ignore[no-any-return]
 
+    def cancel(self, job_id: int) -> dict[str, Any]:
+        return self._call("POST", f"/jobs/{job_id}/cancel")  # type: ignore[no-any-return]
+
     def judge(self, job_id: int, *, model: str) -> dict[str, Any]:
         return self._call("POST", f"/jobs/{job_id}/judge",  # type: ignore[no-any-return]
                           json={"model": model})

@@ -126,17 +126,29 @@ class WorkItemRow(Base):
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for `url`; SQLite files get WAL mode and a busy timeout."""
+    """An engine for `url`; SQLite files get WAL mode, a busy timeout and atomic transactions.
+
+    pysqlite on its own runs a transaction's first SELECT outside any transaction and
+    begins one only at the first write, so a read-modify-write (lease an item, cancel a
+    job, record a result) could interleave with another thread's. Every transaction here
+    starts with BEGIN IMMEDIATE instead (SQLAlchemy's documented recipe), which makes each
+    one atomic against the others.
+    """
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": 30} if url.startswith("sqlite") else {})
     if url.startswith("sqlite"):
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None  # transactions are begun below, not by pysqlite
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin_immediate(connection: Any) -> None:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
     Base.metadata.create_all(engine)
     return engine

@@ -263,6 +263,36 @@ def get_item(store: Store, *, item_id: int) -> WorkItemRow | None:
         return s.get(WorkItemRow, item_id)
 
 
+def cancel_job(store: Store, *, job_id: int) -> JobRow:
+    """Stop a running job: its open items are cancelled; late results for them are discarded.
+
+    Finished items and their results stay. Cancelling a job that is not running changes
+    nothing.
+    """
+    with store.session.begin() as s:
+        job = s.get(JobRow, job_id)
+        if job is None:
+            raise NotFoundError(f"no job with id {job_id}; list jobs with GET /api/v1/jobs")
+        if job.state == "running":
+            s.execute(update(WorkItemRow)
+                      .where(WorkItemRow.job_id == job_id,
+                             WorkItemRow.status.in_(("pending", "leased")))
+                      .values(status="cancelled", lease_id=None, lease_deadline=None,
+                              lease_node=None))
+            job.state, job.finished_at = "cancelled", utcnow()
+        return job
+
+
+def counts(store: Store) -> dict[str, dict[str, int]]:
+    """Jobs by state and work items by status, for monitoring."""
+    with store.session() as s:
+        jobs = dict(s.execute(select(JobRow.state, func.count()).group_by(JobRow.state)).all())
+        items = dict(s.execute(select(WorkItemRow.status, func.count())
+                               .group_by(WorkItemRow.status)).all())
+    return {"jobs": {str(k): int(v) for k, v in jobs.items()},
+            "items": {str(k): int(v) for k, v in items.items()}}
+
+
 def _finish_job_if_done(s: Session, *, job_id: int) -> None:
     open_items = s.scalar(select(func.count()).where(
         WorkItemRow.job_id == job_id, WorkItemRow.status.in_(("pending", "leased"))))

@@ -326,3 +326,20 @@ def test_perplexity_from_the_workers_token_logprobs(fleet: LocalFleet, client: C
     assert perplexity["low"] <= perplexity["value"] <= perplexity["high"]
     records = client.results(job["id"])["records"]
     assert all(json.loads(r["output"])["tokens"] > 20 for r in records)
+
+
+def test_cancel_stops_a_running_job_on_the_fleet(fleet: LocalFleet, client: Client) -> None:
+    job = client.submit({"name": "to-cancel", "models": [TINY], "repeats": 5,
+                         "params": {"max_tokens": 4},
+                         "tasks": [{"task": "ner", "dataset": "builtin:ner"}]})
+    cancelled = _cli(fleet, "cancel", str(job["id"]))
+    assert cancelled.returncode == 0, cancelled.stderr
+    view = client.job(job["id"])
+    assert view["state"] == "cancelled" and view["pending"] == 0
+    assert view["done"] + view["cancelled"] + view["failed"] == view["total"] == 142 * 5
+    assert view["cancelled"] > 0
+    time.sleep(2)  # in-flight leases come back; none may be recorded after the cancel
+    assert client.job(job["id"])["done"] == view["done"]
+    scraped = httpx.get(f"{fleet.api_url}/metrics", timeout=10).text
+    assert 'slmfleet_jobs{state="cancelled"} 1.0' in scraped
+    assert 'slmfleet_nodes{state="ready"}' in scraped or 'slmfleet_nodes{state="busy"}' in scraped

@@ -251,3 +251,28 @@ def test_requeue_node_leases_returns_only_that_nodes_leases(store: st.Store) -> 
     assert states[first.id] == ("pending", None)
     assert states[second.id] == ("leased", 2)
     assert st.requeue_node_leases(store, node_id=1) == 0
+
+
+def test_leasing_and_cancelling_from_two_threads_never_leaves_a_lease(
+        store: st.Store) -> None:
+    """lease_next (the hub) and cancel_job (an API thread) are each atomic."""
+    import threading
+
+    def lease_until_empty(started: threading.Event) -> None:
+        while st.lease_next(store, model="gemma", node_id=1, lease_s=60) is not None:
+            started.set()
+        started.set()
+
+    for round_ in range(5):
+        job_id = make_job(store, [f"{round_}-{i}" for i in range(300)], name=f"r{round_}")
+        started = threading.Event()
+        worker = threading.Thread(target=lease_until_empty, args=(started,))
+        worker.start()
+        started.wait(timeout=30)
+        st.cancel_job(store, job_id=job_id)
+        worker.join(timeout=60)
+        statuses = {i.status for i in st.job_items(store, job_id=job_id)}
+        assert statuses <= {"leased", "cancelled"}
+        leased_after_cancel = [i for i in st.job_items(store, job_id=job_id)
+                               if i.status == "leased"]
+        assert leased_after_cancel == [], f"round {round_}: a cancelled job kept a lease"
