@@ -6,6 +6,7 @@ nothing, a wrong join token is refused, malformed wire messages never stop the h
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -14,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -144,18 +146,25 @@ def test_agent_with_wrong_token_is_refused(fleet: LocalFleet, client: Client) ->
     assert "intruder" not in {n["name"] for n in client.nodes()}
 
 
-def _exchange(hub_port: int, frames: list[bytes]) -> dict[str, object]:
+@contextlib.contextmanager
+def _hub_socket(hub_port: int) -> Iterator[zmq.Socket[bytes]]:
+    """A raw DEALER connected to the hub, as a (mis)behaving agent would use."""
     context = zmq.Context()
     sock = context.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.RCVTIMEO, 5000)
     try:
         sock.connect(f"tcp://127.0.0.1:{hub_port}")
-        sock.send_multipart(frames)
-        return _reply(sock)
+        yield sock
     finally:
         sock.close()
         context.term()
+
+
+def _exchange(hub_port: int, frames: list[bytes]) -> dict[str, object]:
+    with _hub_socket(hub_port) as sock:
+        sock.send_multipart(frames)
+        return _reply(sock)
 
 
 def _reply(sock: zmq.Socket[bytes], *, skip: tuple[str, ...] = ()) -> dict[str, object]:
@@ -196,12 +205,7 @@ def test_malformed_and_unauthenticated_messages_never_stop_the_hub(
 def test_silent_node_is_dropped_and_told_to_register_again(fleet: LocalFleet,
                                                           client: Client) -> None:
     """The hub forgets a peer silent for liveness x interval (1 s x 3 here)."""
-    context = zmq.Context()
-    sock = context.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.RCVTIMEO, 5000)
-    try:
-        sock.connect(f"tcp://127.0.0.1:{fleet.hub_port}")
+    with _hub_socket(fleet.hub_port) as sock:
         sock.send_multipart(encode(Register(protocol=PROTOCOL_VERSION, token=TOKEN,
                                             name="ghost", facts=hardware_facts())))
         assert _reply(sock)["type"] == "welcome"
@@ -214,9 +218,6 @@ def test_silent_node_is_dropped_and_told_to_register_again(fleet: LocalFleet,
         sock.send_multipart(encode(Heartbeat(seq=1)))
         reply = _reply(sock, skip=("heartbeat", "desired_workers"))
         assert reply["type"] == "rejected" and reply["reregister"] is True
-    finally:
-        sock.close()
-        context.term()
 
 
 def test_status_page_shows_nodes_and_jobs(fleet: LocalFleet, client: Client) -> None:
