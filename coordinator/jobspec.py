@@ -6,7 +6,6 @@ and how to fix it, and nothing is stored until the whole spec is valid.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
 import yaml
@@ -65,7 +64,3 @@ def parse_job_spec(data: Any) -> JobSpec:
             f"{'.'.join(str(p) for p in err['loc']) or 'spec'}: {err['msg']}"
             for err in exc.errors())
         raise JobSpecError(f"invalid job spec: {problems}") from None
-
-
-def dump_job_spec(spec: JobSpec) -> str:
-    return json.dumps(spec.model_dump(), indent=2)
