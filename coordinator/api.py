@@ -22,7 +22,13 @@ from coordinator.comparison import compare_jobs
 from coordinator.datasets.loader import builtin_names, load_builtin, parse_dataset
 from coordinator.db import utcnow
 from coordinator.endpoint_judge import Endpoint
-from coordinator.errors import JobSpecError, ModelError, NotFoundError, SlmfleetError
+from coordinator.errors import (
+    ConflictError,
+    JobSpecError,
+    ModelError,
+    NotFoundError,
+    SlmfleetError,
+)
 from coordinator.jobs import stored_dataset, submit_job, submit_judge_job
 from coordinator.monitoring import CONTENT_TYPE, render_metrics
 from coordinator.node_state import node_state
@@ -40,6 +46,20 @@ class ModelCreate(BaseModel):
     path: str = Field(min_length=1, description="GGUF file on the coordinator's disk")
     threads: int = Field(default=2, ge=1, le=64)
     n_ctx: int = Field(default=2048, ge=128, le=131072)
+    cpus: float | None = Field(default=None, gt=0, le=64,
+                               description="CPU limit of each worker container")
+    memory_mb: int | None = Field(default=None, ge=64,
+                                  description="memory limit of each worker container, MiB")
+
+
+class ModelUpdate(BaseModel):
+    """New worker settings for a model; agents replace its workers to match."""
+
+    model_config = ConfigDict(extra="forbid")
+    threads: int | None = Field(default=None, ge=1, le=64)
+    n_ctx: int | None = Field(default=None, ge=128, le=131072)
+    cpus: float | None = Field(default=None, gt=0, le=64)
+    memory_mb: int | None = Field(default=None, ge=64)
 
 
 class DatasetCreate(BaseModel):
@@ -98,7 +118,8 @@ def create_app(*, store: st.Store, hub: Any = None) -> FastAPI:
 
     @app.exception_handler(SlmfleetError)
     async def _our_errors(_request: Request, exc: SlmfleetError) -> JSONResponse:
-        code = 404 if isinstance(exc, NotFoundError) else 422
+        code = 404 if isinstance(exc, NotFoundError) else \
+            409 if isinstance(exc, ConflictError) else 422
         return JSONResponse(status_code=code, content={"detail": str(exc),
                                                        "error": type(exc).__name__})
 
@@ -110,6 +131,7 @@ def create_app(*, store: st.Store, hub: Any = None) -> FastAPI:
     def node_view(node: Any) -> dict[str, Any]:
         return {"id": node.id, "name": node.name, "runtime": node.runtime,
                 "facts": node.facts, "metrics": node.metrics, "workers": node.workers or [],
+                "errors": node.errors or [],
                 "last_seen": node.last_seen.isoformat() + "Z",
                 "state": node_state(last_seen=node.last_seen, now=utcnow(), left=node.left,
                                     interval_s=getattr(hub, "interval_s", 1.0),
@@ -136,9 +158,31 @@ def create_app(*, store: st.Store, hub: Any = None) -> FastAPI:
 
     @app.get(f"{API}/models")
     def list_models(s: StoreDep) -> list[dict[str, Any]]:
-        return [{"name": m.name, "sha256": m.sha256, "size": m.size, "threads": m.threads,
-                 "n_ctx": m.n_ctx, "chat_template": m.chat_template is not None}
-                for m in st.list_models(s)]
+        return [model_view(m) for m in st.list_models(s)]
+
+    def model_view(m: Any) -> dict[str, Any]:
+        return {"name": m.name, "sha256": m.sha256, "size": m.size, "threads": m.threads,
+                "n_ctx": m.n_ctx, "cpus": m.cpus, "memory_mb": m.memory_mb,
+                "chat_template": m.chat_template is not None}
+
+    @app.patch(f"{API}/models/{{name}}")
+    async def update_model(s: StoreDep, name: str, body: ModelUpdate) -> dict[str, Any]:
+        changes = body.model_dump(exclude_unset=True)
+        for key in ("threads", "n_ctx"):
+            if key in changes and changes[key] is None:
+                raise ModelError(f"{key}: give a number; only cpus and memory_mb can be "
+                                 "lifted with null")
+        row = st.update_model(s, name=name, changes=changes)
+        if hub is not None:
+            await hub.push_desired()
+        return model_view(row)
+
+    @app.delete(f"{API}/models/{{name}}")
+    async def remove_model(s: StoreDep, name: str) -> dict[str, Any]:
+        st.remove_model(s, name=name)
+        if hub is not None:
+            await hub.push_desired()
+        return {"name": name, "removed": True}
 
     @app.post(f"{API}/models", status_code=201)
     async def add_model(s: StoreDep, body: ModelCreate) -> dict[str, Any]:
@@ -153,7 +197,8 @@ def create_app(*, store: st.Store, hub: Any = None) -> FastAPI:
         chat = await asyncio.to_thread(read_chat_template, path)
         row = st.add_model(s, name=body.name, sha256=sha256,
                            size=path.stat().st_size, path=str(path), threads=body.threads,
-                           n_ctx=body.n_ctx, chat_template=chat)
+                           n_ctx=body.n_ctx, chat_template=chat, cpus=body.cpus,
+                           memory_mb=body.memory_mb)
         if hub is not None:
             await hub.push_desired()
         return {"name": row.name, "sha256": row.sha256, "size": row.size,

@@ -91,20 +91,50 @@ def agent(
     name: Annotated[str | None, typer.Option(help="Node name (default: hostname).")] = None,
     cache_dir: Annotated[Path | None, typer.Option(
         help="Model cache and worker sockets (default: ~/.cache/slmfleet/agent).")] = None,
-    runtime: Annotated[str, typer.Option(help="Worker runtime: process.")] = "process",
+    runtime: Annotated[str, typer.Option(
+        envvar="SLMFLEET_RUNTIME",
+        help="Worker runtime: docker, process, or auto (docker on a Raspberry Pi whose "
+             "Docker engine answers, else process).")] = "auto",
+    worker_image: Annotated[str, typer.Option(
+        envvar="SLMFLEET_WORKER_IMAGE", help="docker: the worker image.")
+    ] = "slmfleet-worker:latest",
+    worker_network: Annotated[str, typer.Option(
+        envvar="SLMFLEET_WORKER_NETWORK",
+        help="docker: network of worker containers; they must reach this agent's "
+             "loopback: host, container:NAME, or auto (host, or this agent's own "
+             "container when it runs in one).")] = "auto",
+    worker_cpus: Annotated[float | None, typer.Option(
+        envvar="SLMFLEET_WORKER_CPUS", min=0.01,
+        help="docker: cap every worker at this many CPUs (emulate a Pi class).")] = None,
+    worker_memory_mb: Annotated[int | None, typer.Option(
+        envvar="SLMFLEET_WORKER_MEMORY_MB", min=64,
+        help="docker: cap every worker's memory, MiB (emulate a Pi class).")] = None,
+    docker_url: Annotated[str | None, typer.Option(
+        envvar="DOCKER_HOST", help="docker: the engine's address (default: local socket).")
+    ] = None,
     verbose: bool = False,
 ) -> None:
     """Run a node agent that joins the coordinator and runs llama.cpp workers."""
+    from node_agent import hardware
     from node_agent.agent import Agent, AgentConfig, RegistrationRefused, run_until_signalled
+    from node_agent.docker_runtime import DockerSettings
     from node_agent.errors import AgentError
+    from node_agent.runtime_choice import choose_runtime, docker_engine_answers
 
-    if runtime != "process":
-        raise _fail(f"--runtime {runtime} is not available yet; use --runtime process", 2)
     if ":" not in coordinator:
         raise _fail("--coordinator must be HOST:PORT, e.g. 192.168.1.10:5555", 2)
+    if runtime not in ("auto", "docker", "process"):
+        raise _fail(f"--runtime {runtime}: use docker, process or auto", 2)
     _logging(verbose)
+    on_pi = runtime == "auto" and hardware.read_pi_model() is not None
+    chosen = choose_runtime(runtime, on_pi=on_pi,
+                            engine_answers=on_pi and docker_engine_answers(docker_url))
     cache = cache_dir or Path.home() / ".cache" / "slmfleet" / "agent"
-    config = AgentConfig(coordinator=coordinator, token=token, cache_dir=cache.resolve())
+    config = AgentConfig(coordinator=coordinator, token=token, cache_dir=cache.resolve(),
+                         runtime=chosen, docker=DockerSettings(
+                             image=worker_image, network=worker_network, base_url=docker_url,
+                             max_cpus=worker_cpus, max_memory_mb=worker_memory_mb))
+    console.print(f"worker runtime: {chosen}", highlight=False)
     if name:
         config.name = name
     try:
@@ -310,10 +340,62 @@ def nodes(api: ApiOption = DEFAULT_API) -> None:
     _print_json_api(lambda c: c.nodes(), api)
 
 
-@app.command()
-def models(api: ApiOption = DEFAULT_API) -> None:
-    """List registered models."""
-    _print_json_api(lambda c: c.models(), api)
+models_app = typer.Typer(help="Registered models and their worker settings.",
+                         no_args_is_help=False, invoke_without_command=True)
+app.add_typer(models_app, name="models")
+
+CpusOption = Annotated[float | None, typer.Option(
+    min=0.01, help="CPU limit of each worker container.")]
+MemoryOption = Annotated[int | None, typer.Option(
+    min=64, help="Memory limit of each worker container, MiB.")]
+
+
+@models_app.callback()
+def models(ctx: typer.Context, api: ApiOption = DEFAULT_API) -> None:
+    """List registered models with their worker settings."""
+    if ctx.invoked_subcommand is None:
+        _print_json_api(lambda c: c.models(), api)
+
+
+@models_app.command("add")
+def models_add(
+    path: Annotated[Path, typer.Argument(help="The GGUF file, on the coordinator's disk.")],
+    name: Annotated[str | None, typer.Option(
+        help="Name to use in job specs (default: the file name without .gguf).")] = None,
+    threads: Annotated[int, typer.Option(min=1, max=64)] = 2,
+    n_ctx: Annotated[int, typer.Option(min=128)] = 2048,
+    cpus: CpusOption = None,
+    memory_mb: MemoryOption = None,
+    api: ApiOption = DEFAULT_API,
+) -> None:
+    """Register a GGUF model; every node then fetches it and starts a worker."""
+    model_name = name or path.name.removesuffix(".gguf")
+    _print_json_api(lambda c: c.add_model(
+        name=model_name, path=str(path.resolve()), threads=threads, n_ctx=n_ctx, cpus=cpus,
+        memory_mb=memory_mb), api)
+
+
+@models_app.command("set")
+def models_set(
+    name: str,
+    threads: Annotated[int | None, typer.Option(min=1, max=64)] = None,
+    n_ctx: Annotated[int | None, typer.Option(min=128)] = None,
+    cpus: CpusOption = None,
+    memory_mb: MemoryOption = None,
+    api: ApiOption = DEFAULT_API,
+) -> None:
+    """Change a model's worker settings; agents replace its workers to match."""
+    changes = {k: v for k, v in {"threads": threads, "n_ctx": n_ctx, "cpus": cpus,
+                                 "memory_mb": memory_mb}.items() if v is not None}
+    if not changes:
+        raise _fail("nothing to change: give --threads, --n-ctx, --cpus or --memory-mb", 2)
+    _print_json_api(lambda c: c.update_model(name, **changes), api)
+
+
+@models_app.command("remove")
+def models_remove(name: str, api: ApiOption = DEFAULT_API) -> None:
+    """Unregister a model; agents stop its workers (refused while a running job uses it)."""
+    _print_json_api(lambda c: c.remove_model(name), api)
 
 
 @app.command()

@@ -45,11 +45,17 @@ class Client:
     def models(self) -> list[dict[str, Any]]:
         return self._call("GET", "/models")  # type: ignore[no-any-return]
 
-    def add_model(self, *, name: str, path: str, threads: int = 2,
-                  n_ctx: int = 2048) -> dict[str, Any]:
+    def add_model(self, *, name: str, path: str, threads: int = 2, n_ctx: int = 2048,
+                  cpus: float | None = None, memory_mb: int | None = None) -> dict[str, Any]:
         return self._call("POST", "/models",  # type: ignore[no-any-return]
                           json={"name": name, "path": path, "threads": threads,
-                                "n_ctx": n_ctx})
+                                "n_ctx": n_ctx, "cpus": cpus, "memory_mb": memory_mb})
+
+    def update_model(self, name: str, **changes: Any) -> dict[str, Any]:
+        return self._call("PATCH", f"/models/{name}", json=changes)  # type: ignore[no-any-return]
+
+    def remove_model(self, name: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/models/{name}")  # type: ignore[no-any-return]
 
     def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
         return self._call("POST", "/jobs", json=spec)  # type: ignore[no-any-return]

@@ -24,9 +24,12 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    inspect,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from coordinator.errors import SchemaError
 
 
 def utcnow() -> datetime:
@@ -45,6 +48,7 @@ class NodeRow(Base):
     runtime: Mapped[str] = mapped_column(String(16))
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     workers: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    errors: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)  # node-level problems
     registered_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     left: Mapped[bool] = mapped_column(default=False)
@@ -58,6 +62,8 @@ class ModelRow(Base):
     path: Mapped[str] = mapped_column(Text)
     threads: Mapped[int] = mapped_column(Integer, default=2)
     n_ctx: Mapped[int] = mapped_column(Integer, default=2048)
+    cpus: Mapped[float | None] = mapped_column(Float, nullable=True)  # worker container limits
+    memory_mb: Mapped[int | None] = mapped_column(Integer, nullable=True)
     chat_template: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
@@ -151,4 +157,23 @@ def make_engine(url: str) -> Engine:
         def _begin_immediate(connection: Any) -> None:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
     Base.metadata.create_all(engine)
+    check_schema(engine)
     return engine
+
+
+def check_schema(engine: Engine) -> None:
+    """Refuse, with the fix, a store whose tables lack columns of this version's schema.
+
+    `create_all` creates missing tables but never alters existing ones, so an older
+    store would otherwise fail later, on the first query that touches a new column.
+    """
+    inspector = inspect(engine)
+    for table in Base.metadata.sorted_tables:
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        missing = [c.name for c in table.columns if c.name not in present]
+        if missing:
+            raise SchemaError(
+                f"the store at {engine.url.render_as_string(hide_password=True)} was made by "
+                f"an older slmfleet: table {table.name} lacks {', '.join(missing)}. Move it "
+                "aside (or use a new --data-dir) and start again; results in it stay "
+                "readable with the older version")

@@ -20,5 +20,13 @@ class ModelError(SlmfleetError):
     """A model file is missing, not GGUF, or not registered."""
 
 
+class ConflictError(SlmfleetError):
+    """The request clashes with the current state (e.g. removing a model a job still uses)."""
+
+
+class SchemaError(SlmfleetError):
+    """The store was made by another version of slmfleet and lacks columns this one needs."""
+
+
 class NotFoundError(SlmfleetError):
     """An API object (job, node, model) with that id does not exist."""

@@ -152,7 +152,8 @@ class Hub:
     def desired_workers(self) -> DesiredWorkers:
         return DesiredWorkers(workers=tuple(
             WorkerSpec(model=m.name, sha256=m.sha256, size=m.size, threads=m.threads,
-                       n_ctx=m.n_ctx) for m in st.models_wanted(self.store)))
+                       n_ctx=m.n_ctx, cpus=m.cpus, memory_mb=m.memory_mb)
+            for m in st.models_wanted(self.store)))
 
     async def push_desired(self) -> None:
         """Tell every connected agent the current desired workers."""
@@ -167,7 +168,8 @@ class Hub:
             case Metrics():
                 st.record_metrics(self.store, node_id=session.node_id,
                                   metrics=message.metrics.model_dump(),
-                                  workers=[w.model_dump() for w in message.workers])
+                                  workers=[w.model_dump() for w in message.workers],
+                                  errors=list(message.errors))
             case ChunkRequest():
                 await self._send_chunk(peer, message)
             case WorkRequest():

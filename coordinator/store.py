@@ -25,7 +25,7 @@ from coordinator.db import (
     make_engine,
     utcnow,
 )
-from coordinator.errors import DatasetError, ModelError, NotFoundError
+from coordinator.errors import ConflictError, DatasetError, ModelError, NotFoundError
 
 
 class Store:
@@ -65,10 +65,11 @@ def touch_nodes(store: Store, *, seen: dict[int, datetime]) -> None:
 
 
 def record_metrics(store: Store, *, node_id: int, metrics: dict[str, Any],
-                   workers: list[dict[str, Any]]) -> None:
+                   workers: list[dict[str, Any]], errors: list[str] | None = None) -> None:
     with store.session.begin() as s:
         s.execute(update(NodeRow).where(NodeRow.id == node_id)
-                  .values(metrics=metrics, workers=workers, last_seen=utcnow()))
+                  .values(metrics=metrics, workers=workers, errors=errors or [],
+                          last_seen=utcnow()))
 
 
 def mark_left(store: Store, *, node_id: int) -> None:
@@ -85,8 +86,8 @@ def list_nodes(store: Store) -> list[NodeRow]:
 
 
 def add_model(store: Store, *, name: str, sha256: str, size: int, path: str,
-              threads: int, n_ctx: int, chat_template: dict[str, str] | None = None
-              ) -> ModelRow:
+              threads: int, n_ctx: int, chat_template: dict[str, str] | None = None,
+              cpus: float | None = None, memory_mb: int | None = None) -> ModelRow:
     with store.session.begin() as s:
         existing = s.get(ModelRow, name)
         if existing is not None:
@@ -98,9 +99,44 @@ def add_model(store: Store, *, name: str, sha256: str, size: int, path: str,
         if clash is not None:
             raise ModelError(f"this file is already registered as '{clash.name}'")
         row = ModelRow(name=name, sha256=sha256, size=size, path=path, threads=threads,
-                       n_ctx=n_ctx, chat_template=chat_template)
+                       n_ctx=n_ctx, chat_template=chat_template, cpus=cpus,
+                       memory_mb=memory_mb)
         s.add(row)
         return row
+
+
+def update_model(store: Store, *, name: str, changes: dict[str, Any]) -> ModelRow:
+    """Change a model's worker settings (threads, n_ctx, cpus, memory_mb); agents then
+    replace its workers. A None value for cpus or memory_mb lifts that limit."""
+    allowed = {"threads", "n_ctx", "cpus", "memory_mb"}
+    if unknown := set(changes) - allowed:
+        raise ModelError(f"cannot change {', '.join(sorted(unknown))}; a model's worker "
+                         f"settings are {', '.join(sorted(allowed))}")
+    with store.session.begin() as s:
+        row = s.get(ModelRow, name)
+        if row is None:
+            raise NotFoundError(f"no model named '{name}'; list models with GET /api/v1/models")
+        for key, value in changes.items():
+            setattr(row, key, value)
+        return row
+
+
+def remove_model(store: Store, *, name: str) -> None:
+    """Unregister a model; agents then stop its workers. Refused while a running job
+    still has work for it (cancel the job first); finished results stay."""
+    with store.session.begin() as s:
+        row = s.get(ModelRow, name)
+        if row is None:
+            raise NotFoundError(f"no model named '{name}'; list models with GET /api/v1/models")
+        busy = s.scalars(
+            select(JobRow.id).join(WorkItemRow, WorkItemRow.job_id == JobRow.id)
+            .where(JobRow.state == "running", WorkItemRow.model == name,
+                   WorkItemRow.status.in_(("pending", "leased"))).distinct()).all()
+        if busy:
+            raise ConflictError(f"model '{name}' still has work in running job(s) "
+                                f"{', '.join(map(str, busy))}; cancel them first "
+                                "(POST /api/v1/jobs/{id}/cancel)")
+        s.delete(row)
 
 
 def list_models(store: Store) -> list[ModelRow]:

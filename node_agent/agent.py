@@ -24,7 +24,14 @@ import zmq
 import zmq.asyncio
 
 from node_agent import hardware
-from node_agent.errors import AgentError, ModelStoreError, ProtocolError, WorkerError
+from node_agent.docker_runtime import DockerRuntime, DockerSettings, worker_network
+from node_agent.errors import (
+    AgentError,
+    ModelStoreError,
+    ProtocolError,
+    RuntimeUnavailable,
+    WorkerError,
+)
 from node_agent.liveness import backoff_delay, peer_alive
 from node_agent.model_store import ModelStore
 from node_agent.protocol import (
@@ -50,13 +57,15 @@ from node_agent.protocol import (
     decode,
     encode,
 )
-from node_agent.reconcile import Download, ObservedWorker, Start, Stop, plan
+from node_agent.reconcile import Download, ObservedWorker, Remove, Start, Stop, plan
 from node_agent.runtime import CompletionRequest, ProcessRuntime, WorkerHandle, WorkerRuntime
 
 log = logging.getLogger("slmfleet.agent")
 
 CHUNK_BYTES = 1 << 20
 CHUNK_WINDOW = 8
+RUNTIME_RECHECK_S = 10.0  # how often an unavailable runtime (no engine, no image) is retried
+LEFTOVER_SCAN_S = 30.0
 
 
 class RegistrationRefused(AgentError):
@@ -75,6 +84,8 @@ class AgentConfig:
     metrics_interval_s: float = 2.0
     worker_start_timeout_s: float = 300.0
     request_timeout_s: float = 600.0
+    runtime: str = "process"  # or docker
+    docker: DockerSettings = field(default_factory=DockerSettings)
 
 
 @dataclass
@@ -83,6 +94,7 @@ class _Worker:
     state: str = "starting"
     handle: WorkerHandle | None = None
     task: asyncio.Task[None] | None = None
+    detail: str = ""
 
 
 class Agent:
@@ -91,8 +103,7 @@ class Agent:
     def __init__(self, config: AgentConfig, *, runtime: WorkerRuntime | None = None) -> None:
         self.config = config
         self._context = zmq.asyncio.Context()
-        self._runtime = runtime or ProcessRuntime(context=self._context,
-                                                  run_dir=config.cache_dir / "run")
+        self._runtime = runtime or self._make_runtime()
         self.store = ModelStore(config.cache_dir / "models")
         self._socket: zmq.asyncio.Socket | None = None
         self._connected = asyncio.Event()
@@ -108,10 +119,27 @@ class Agent:
         self._replies: dict[str, asyncio.Queue[WorkLease | NoWork]] = {}
         self._backoff_until: dict[str, float] = {}
         self._failures: dict[str, int] = {}
+        self._node_errors: dict[str, str] = {}  # source -> one line for the coordinator
+        self._runtime_ready = False
+        self._runtime_checked = -RUNTIME_RECHECK_S
+        self._leftovers_scanned = -LEFTOVER_SCAN_S
         self._wake = asyncio.Event()
         self._main: asyncio.Task[Any] | None = None
         self._crashed: BaseException | None = None
         self._facts = hardware.hardware_facts(model_dir=config.cache_dir)
+
+    def _make_runtime(self) -> WorkerRuntime:
+        if self.config.runtime == "docker":
+            network = worker_network(self.config.docker.network,
+                                     in_container=Path("/.dockerenv").exists(),
+                                     hostname=pysocket.gethostname())
+            return DockerRuntime(context=self._context, agent=self.config.name,
+                                 settings=self.config.docker, network=network)
+        return ProcessRuntime(context=self._context, run_dir=self.config.cache_dir / "run")
+
+    @property
+    def node_errors(self) -> tuple[str, ...]:
+        return tuple(self._node_errors.values())
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -171,7 +199,7 @@ class Agent:
         welcomed = False
         await sock.send_multipart(encode(Register(
             protocol=PROTOCOL_VERSION, token=self.config.token, name=self.config.name,
-            facts=self._facts)))
+            facts=self._facts, runtime=self._runtime.name)))  # type: ignore[arg-type]
         self._last_seen = time.monotonic()
         heartbeat = self._spawn(self._heartbeat_loop(), name="heartbeat")
         try:
@@ -256,7 +284,7 @@ class Agent:
         while True:
             await self._send(Metrics(
                 metrics=hardware.node_metrics(model_dir=self.config.cache_dir),
-                workers=self.worker_statuses()))
+                workers=self.worker_statuses(), errors=self.node_errors))
             await asyncio.sleep(self.config.metrics_interval_s)
 
     def worker_statuses(self) -> tuple[WorkerStatus, ...]:
@@ -267,14 +295,41 @@ class Agent:
         for model, worker in self._workers.items():
             rss = worker.handle.rss_mb() if worker.handle else 0.0
             statuses.append(WorkerStatus(model=model, state=worker.state,  # type: ignore[arg-type]
-                                         rss_mb=rss))
+                                         rss_mb=rss, detail=worker.detail[:500]))
         return tuple(statuses)
 
     # --- reconcile --------------------------------------------------------------------
 
+    async def _check_runtime(self, now: float) -> tuple[str, ...]:
+        """Is the runtime able to run workers (re-checked while it is not)? Returns the
+        refs of workers left behind by an earlier run of this agent, scanned now and then.
+        """
+        if not self._runtime_ready and now - self._runtime_checked >= RUNTIME_RECHECK_S:
+            self._runtime_checked = now
+            try:
+                await self._runtime.check()
+            except WorkerError as exc:  # incl. RuntimeUnavailable
+                if self._node_errors.get("runtime") != str(exc):
+                    log.error("%s runtime unavailable: %s", self._runtime.name, exc)
+                self._node_errors["runtime"] = str(exc)
+            else:
+                self._runtime_ready = True
+                self._node_errors.pop("runtime", None)
+                self._leftovers_scanned = -LEFTOVER_SCAN_S
+        if not self._runtime_ready or now - self._leftovers_scanned < LEFTOVER_SCAN_S:
+            return ()
+        self._leftovers_scanned = now
+        try:
+            return tuple(await self._runtime.leftovers(
+                keep={w.handle.ref for w in self._workers.values() if w.handle}))
+        except WorkerError as exc:
+            log.warning("cannot list this agent's leftover workers: %s", exc)
+            return ()
+
     async def _reconcile_loop(self) -> None:
         while True:
             now = time.monotonic()
+            leftovers = await self._check_runtime(now)
             observed = {m: ObservedWorker(spec=w.spec, state=w.state,  # type: ignore[arg-type]
                                           alive=w.handle.alive() if w.handle else
                                           w.state == "starting")
@@ -284,11 +339,21 @@ class Agent:
             actions = plan(desired=self._desired, observed=observed, stored=stored,
                            downloading=frozenset(self._downloads),
                            backing_off=frozenset(m for m, t in self._backoff_until.items()
-                                                 if t > now))
+                                                 if t > now),
+                           leftovers=leftovers, runtime_ready=self._runtime_ready)
             for action in actions:
                 match action:
-                    case Stop(model):
-                        await self._stop_worker(self._workers.pop(model))
+                    case Remove(ref):
+                        log.warning("removing worker %s left by an earlier run of this agent",
+                                    ref[:12])
+                        with contextlib.suppress(WorkerError):
+                            await self._runtime.remove(ref)
+                    case Stop(model, reason):
+                        worker = self._workers.pop(model)
+                        if reason == "crashed" and worker.handle is not None:
+                            self._fail(model, f"worker for {model} "
+                                              f"{worker.handle.exit_reason()}")
+                        await self._stop_worker(worker)
                     case Download(spec):
                         self._downloads[spec.sha256] = self._spawn(
                             self._download(spec), name=f"download {spec.model}")
@@ -346,14 +411,17 @@ class Agent:
         spec = worker.spec
         try:
             worker.handle = await self._runtime.start(
-                model=spec.model, path=self.store.path(spec.sha256), threads=spec.threads,
-                n_ctx=spec.n_ctx, timeout_s=self.config.worker_start_timeout_s)
+                spec, path=self.store.path(spec.sha256),
+                timeout_s=self.config.worker_start_timeout_s)
         except WorkerError as exc:
-            worker.state = "failed"
+            worker.state, worker.detail = "failed", str(exc)
+            self._node_errors[f"worker {spec.model}"] = str(exc)
+            if isinstance(exc, RuntimeUnavailable):  # e.g. the image was removed: re-check
+                self._runtime_ready = False
             self._fail(spec.model, str(exc))
             return
-        worker.state = "ready"
-        self._failures.pop(spec.model, None)
+        worker.state, worker.detail = "ready", ""
+        self._node_errors.pop(f"worker {spec.model}", None)
         log.info("worker for %s ready", spec.model)
         await self._work_loop(worker, worker.handle)
 
@@ -372,8 +440,11 @@ class Agent:
             worker.state = "busy"
             result = await self._execute(handle, reply)
             worker.state = "ready" if handle.alive() else "failed"
+            if result.error is None:  # it serves: a later crash backs off from the start
+                self._failures.pop(model, None)
             await self._send(result)
-        worker.state = "failed"
+        worker.state, worker.detail = "failed", f"worker {handle.exit_reason()}"
+        self._fail(model, f"worker for {model} {handle.exit_reason()}")
         self._wake.set()
 
     async def _execute(self, handle: WorkerHandle, lease: WorkLease) -> WorkResult:

@@ -15,3 +15,7 @@ class ModelStoreError(AgentError):
 
 class WorkerError(AgentError):
     """A llama.cpp worker failed to start or to answer a request."""
+
+
+class RuntimeUnavailable(WorkerError):
+    """The worker runtime cannot run workers on this node (no container engine, no image)."""

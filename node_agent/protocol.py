@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from node_agent.errors import ProtocolError
 from node_agent.hardware import HardwareFacts, NodeMetrics
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 MAX_JSON_FRAME = 4 * 1024 * 1024
 
 NodeId = NewType("NodeId", int)
@@ -35,6 +35,8 @@ class WorkerSpec(_Msg):
     size: int = Field(ge=0)
     threads: int = Field(ge=1, le=64)
     n_ctx: int = Field(ge=64, le=131072)
+    cpus: float | None = Field(default=None, gt=0, le=64)  # container CPU limit
+    memory_mb: int | None = Field(default=None, ge=64)  # container memory limit
 
 
 class WorkerStatus(_Msg):
@@ -80,9 +82,13 @@ class Heartbeat(_Msg):
 
 
 class Metrics(_Msg):
+    """Full status on its own interval; `errors` are node-level problems, each one line
+    that says what is wrong and how to fix it (no container engine, missing image)."""
+
     type: Literal["metrics"] = "metrics"
     metrics: NodeMetrics
     workers: tuple[WorkerStatus, ...] = ()
+    errors: tuple[str, ...] = ()
 
 
 class ChunkRequest(_Msg):

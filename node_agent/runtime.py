@@ -1,8 +1,9 @@
 """Worker runtimes: how an agent starts, talks to and stops its llama.cpp workers.
 
 `WorkerRuntime` is the interface; `ProcessRuntime` runs each worker as a local
-subprocess (`python -m node_agent.worker`) reached over a ZeroMQ PAIR socket on
-loopback TCP (no socket-file paths, which Unix limits to ~107 bytes). Every wait has a
+subprocess (`python -m node_agent.worker`), `DockerRuntime` (in `docker_runtime`) as a
+container. Either way the agent binds a ZeroMQ PAIR socket on loopback TCP and the
+worker connects to it (no socket-file paths, which Unix limits to ~107 bytes). Every wait has a
 timeout; a worker that cannot start, dies or times out raises `WorkerError`, and a
 failed or cancelled start leaves no process or socket behind.
 """
@@ -18,6 +19,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,6 +29,7 @@ import zmq
 import zmq.asyncio
 
 from node_agent.errors import WorkerError
+from node_agent.protocol import WorkerSpec
 
 
 @dataclass(frozen=True)
@@ -59,8 +62,11 @@ class Completion:
 
 class WorkerHandle(Protocol):
     model: str
+    ref: str  # the runtime's own name for it: a pid, a container id
 
     def alive(self) -> bool: ...
+
+    def exit_reason(self) -> str: ...
 
     def rss_mb(self) -> float: ...
 
@@ -70,42 +76,62 @@ class WorkerHandle(Protocol):
 
 
 class WorkerRuntime(Protocol):
-    async def start(
-        self, *, model: str, path: Path, threads: int, n_ctx: int, timeout_s: float
-    ) -> WorkerHandle: ...
+    """How an agent runs workers: local processes, or Docker containers."""
+
+    name: str
+
+    async def check(self) -> None:
+        """Raise `RuntimeUnavailable`, saying how to fix it, if no worker can run here."""
+        ...
+
+    async def start(self, spec: WorkerSpec, *, path: Path, timeout_s: float) -> WorkerHandle:
+        """A ready worker for `spec` on the model file at `path`, or `WorkerError`."""
+        ...
+
+    async def leftovers(self, *, keep: Collection[str]) -> list[str]:
+        """Refs of this agent's workers that the runtime still runs but the agent does not
+        hold (outside `keep`), e.g. containers left by an earlier run of the agent."""
+        ...
+
+    async def remove(self, ref: str) -> None:
+        """Stop and remove a leftover worker."""
+        ...
 
 
-class ProcessWorker:
-    """A llama.cpp worker running as a child process of the agent."""
+class PairWorker:
+    """A worker reached over a ZeroMQ PAIR socket that the agent binds and the worker
+    connects to; subclasses say how the worker runs (`alive`, `exit_reason`, `terminate`).
+    """
 
-    def __init__(self, *, model: str, process: subprocess.Popen[bytes],
-                 socket: zmq.asyncio.Socket) -> None:
+    def __init__(self, *, model: str, ref: str, socket: zmq.asyncio.Socket) -> None:
         self.model = model
-        self._process = process
+        self.ref = ref
         self._socket = socket
         self._peak_rss_mb = 0.0
         self._lock = asyncio.Lock()
 
     def alive(self) -> bool:
-        return self._process.poll() is None
+        raise NotImplementedError
 
-    @property
-    def pid(self) -> int:
-        return self._process.pid
+    def exit_reason(self) -> str:
+        raise NotImplementedError
+
+    def current_rss_mb(self) -> float:
+        raise NotImplementedError
+
+    async def terminate(self) -> None:
+        """Make sure the worker is gone (after it was asked to stop)."""
+        raise NotImplementedError
 
     def rss_mb(self) -> float:
-        try:
-            rss = psutil.Process(self._process.pid).memory_info().rss / 2**20
-        except psutil.Error:
-            return 0.0
+        rss = self.current_rss_mb()
         self._peak_rss_mb = max(self._peak_rss_mb, rss)
         return rss
 
     async def complete(self, request: CompletionRequest, *, timeout_s: float) -> Completion:
         async with self._lock:
             if not self.alive():
-                raise WorkerError(f"worker for {self.model} has exited "
-                                  f"(code {self._process.returncode})")
+                raise WorkerError(f"worker for {self.model} {self.exit_reason()}")
             request_id = uuid.uuid4().hex
             payload = {"type": "complete", "kind": request.kind, "id": request_id,
                        "prompt": request.prompt,
@@ -142,8 +168,7 @@ class ProcessWorker:
                                       f"{raw[:80]!r}")
                 return reply
             if not self.alive():
-                raise WorkerError(f"worker for {self.model} exited with code "
-                                  f"{self._process.returncode}")
+                raise WorkerError(f"worker for {self.model} {self.exit_reason()}")
         raise WorkerError(f"worker for {self.model} did not answer within {timeout_s:.0f} s")
 
     async def wait_ready(self, *, timeout_s: float) -> None:
@@ -157,40 +182,98 @@ class ProcessWorker:
         if self.alive():
             with contextlib.suppress(zmq.ZMQError):  # incl. Again: the worker already left
                 await self._socket.send(json.dumps({"type": "stop"}).encode(), flags=zmq.NOBLOCK)
-            try:
-                await asyncio.wait_for(asyncio.to_thread(self._process.wait), timeout=5)
-            except TimeoutError:
-                self._process.kill()
-                await asyncio.to_thread(self._process.wait)
-        self._socket.close(linger=0)
+        try:
+            await self.terminate()
+        finally:
+            self._socket.close(linger=0)
+
+
+def bind_pair(context: zmq.asyncio.Context) -> tuple[zmq.asyncio.Socket, int]:
+    """A PAIR socket bound to a free loopback port, for one worker to connect to."""
+    socket = context.socket(zmq.PAIR)
+    socket.setsockopt(zmq.LINGER, 0)
+    try:
+        return socket, socket.bind_to_random_port("tcp://127.0.0.1")
+    except zmq.ZMQError:
+        socket.close(linger=0)
+        raise
+
+
+def worker_args(spec: WorkerSpec, *, model_path: str, port: int) -> list[str]:
+    """The worker's command-line arguments (after `python -m node_agent.worker`)."""
+    return ["--model", model_path, "--endpoint", f"tcp://127.0.0.1:{port}",
+            "--threads", str(spec.threads), "--n-ctx", str(spec.n_ctx)]
+
+
+class ProcessWorker(PairWorker):
+    """A llama.cpp worker running as a child process of the agent."""
+
+    def __init__(self, *, model: str, process: subprocess.Popen[bytes],
+                 socket: zmq.asyncio.Socket) -> None:
+        super().__init__(model=model, ref=str(process.pid), socket=socket)
+        self._process = process
+
+    def alive(self) -> bool:
+        return self._process.poll() is None
+
+    def exit_reason(self) -> str:
+        return f"exited with code {self._process.returncode}"
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    def current_rss_mb(self) -> float:
+        try:
+            return float(psutil.Process(self._process.pid).memory_info().rss) / 2**20
+        except psutil.Error:
+            return 0.0
+
+    async def terminate(self) -> None:
+        try:
+            await asyncio.wait_for(asyncio.to_thread(self._process.wait), timeout=5)
+        except TimeoutError:
+            self._process.kill()
+            await asyncio.to_thread(self._process.wait)
 
 
 class ProcessRuntime:
-    """Runs workers as local processes: the embedded default."""
+    """Runs workers as local processes: the embedded default. CPU and memory limits in a
+    worker spec are not enforced here (they are for containers)."""
+
+    name = "process"
 
     def __init__(self, *, context: zmq.asyncio.Context, run_dir: Path | None = None) -> None:
         self._context = context
         self._run_dir = run_dir or Path(tempfile.mkdtemp(prefix="slmfleet-workers-"))
         self._run_dir.mkdir(parents=True, exist_ok=True)
 
-    async def start(self, *, model: str, path: Path, threads: int, n_ctx: int,
-                    timeout_s: float) -> ProcessWorker:
-        socket = self._context.socket(zmq.PAIR)
-        socket.setsockopt(zmq.LINGER, 0)
+    async def check(self) -> None:
+        return None
+
+    async def start(self, spec: WorkerSpec, *, path: Path, timeout_s: float) -> ProcessWorker:
         try:
-            port = socket.bind_to_random_port("tcp://127.0.0.1")
-            command = [sys.executable, "-m", "node_agent.worker", "--model", str(path),
-                       "--endpoint", f"tcp://127.0.0.1:{port}", "--threads", str(threads),
-                       "--n-ctx", str(n_ctx)]
+            socket, port = bind_pair(self._context)
+        except zmq.ZMQError as exc:
+            raise WorkerError(f"cannot start a worker for {spec.model}: {exc}") from exc
+        try:
+            command = [sys.executable, "-m", "node_agent.worker",
+                       *worker_args(spec, model_path=str(path), port=port)]
             process = subprocess.Popen(command, env=dict(os.environ), cwd=self._run_dir,
                                        stdin=subprocess.DEVNULL)
-        except (zmq.ZMQError, OSError) as exc:
+        except OSError as exc:
             socket.close(linger=0)
-            raise WorkerError(f"cannot start a worker for {model}: {exc}") from exc
-        worker = ProcessWorker(model=model, process=process, socket=socket)
+            raise WorkerError(f"cannot start a worker for {spec.model}: {exc}") from exc
+        worker = ProcessWorker(model=spec.model, process=process, socket=socket)
         try:
             await worker.wait_ready(timeout_s=timeout_s)
         except BaseException:  # WorkerError, or cancelled while loading: leave nothing behind
             await asyncio.shield(worker.stop())
             raise
         return worker
+
+    async def leftovers(self, *, keep: Collection[str]) -> list[str]:
+        return []  # child processes never outlive the agent's knowledge of them
+
+    async def remove(self, ref: str) -> None:
+        return None

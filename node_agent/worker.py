@@ -6,15 +6,21 @@ and answers with the text and its timings (time to first token, per-output-token
 time, end to end), measured here around llama.cpp so transport is not counted.
 TTFT is the time until the first token is sampled (prompt processing included); TPOT
 is the mean time between later tokens.
-Run as `python -m node_agent.worker --model PATH --endpoint ENDPOINT`.
+Run as `python -m node_agent.worker --model PATH --endpoint ENDPOINT`. With
+`--health-file PATH` (or `SLMFLEET_HEALTH_FILE`, set in the worker image) it touches that
+file once the model is loaded and every few seconds after, so a container health check
+can tell a live, loaded worker from a stuck or still-loading one.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -135,12 +141,33 @@ def _score(llm: Any, request: dict[str, Any]) -> dict[str, Any]:
             "prompt_tokens": len(logprobs) + 1, "completion_tokens": 0}
 
 
+HEALTH_INTERVAL_S = 5.0
+
+
+def keep_healthy(path: Path, *, interval_s: float = HEALTH_INTERVAL_S) -> threading.Event:
+    """Touch `path` now and every `interval_s` from a daemon thread; set the event to stop.
+
+    llama.cpp releases the GIL while it computes, so the file stays fresh during long
+    completions; it goes stale only if the interpreter itself is stuck.
+    """
+    stop = threading.Event()
+    path.touch()
+
+    def beat() -> None:
+        while not stop.wait(interval_s):
+            path.touch()
+
+    threading.Thread(target=beat, name="health", daemon=True).start()
+    return stop
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", required=True)
     parser.add_argument("--endpoint", required=True)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--n-ctx", type=int, default=2048)
+    parser.add_argument("--health-file", default=os.environ.get("SLMFLEET_HEALTH_FILE"))
     args = parser.parse_args(argv)
 
     context = zmq.Context()
@@ -162,10 +189,13 @@ def main(argv: list[str] | None = None) -> int:
         socket.close()
         context.term()
         return 2
+    healthy = keep_healthy(Path(args.health_file)) if args.health_file else None
     socket.send(json.dumps({"type": "ready"}).encode())
     try:
         _serve(llm, socket)
     finally:
+        if healthy is not None:
+            healthy.set()
         socket.close()
         context.term()
     return 0

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import pytest
@@ -111,9 +111,19 @@ def test_agent_survives_garbage_reconnects_after_silence_and_says_bye(
 class _BrokenRuntime:
     """A worker runtime (our own interface) whose start fails with an unexpected error."""
 
-    async def start(self, *, model: str, path: Path, threads: int, n_ctx: int,
-                    timeout_s: float) -> WorkerHandle:
+    name = "process"
+
+    async def check(self) -> None:
+        return None
+
+    async def start(self, spec: WorkerSpec, *, path: Path, timeout_s: float) -> WorkerHandle:
         raise RuntimeError("simulated bug in a runtime")
+
+    async def leftovers(self, *, keep: Collection[str]) -> list[str]:
+        return []
+
+    async def remove(self, ref: str) -> None:
+        return None
 
 
 def test_agent_stops_loudly_when_one_of_its_tasks_fails(

@@ -13,6 +13,7 @@ import zmq.asyncio
 
 from node_agent.errors import WorkerError
 from node_agent.runtime import Completion, CompletionRequest, ProcessRuntime, ProcessWorker
+from tests.support.specs import worker_spec
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +37,7 @@ def test_worker_serves_streamed_completions_with_timings(tiny_model: Path,
 
     async def scenario() -> tuple[Completion, Completion, float]:
         async with _runtime(run_dir) as runtime:
-            worker = await runtime.start(model="tiny", path=tiny_model, threads=1, n_ctx=512,
+            worker = await runtime.start(worker_spec("tiny", tiny_model), path=tiny_model,
                                          timeout_s=60)
             try:
                 first = await worker.complete(REQUEST, timeout_s=60)
@@ -67,7 +68,7 @@ def test_corrupt_model_fails_to_start_with_a_clear_error(
 
     async def scenario() -> None:
         async with _runtime(tmp_path / "run") as runtime:
-            await runtime.start(model="broken", path=broken, threads=1, n_ctx=256,
+            await runtime.start(worker_spec("broken", broken, n_ctx=256), path=broken,
                                 timeout_s=60)
 
     with pytest.raises(WorkerError, match=expected):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from node_agent.protocol import WorkerSpec
-from node_agent.reconcile import Download, ObservedWorker, Start, Stop, plan
+from node_agent.reconcile import Download, ObservedWorker, Remove, Start, Stop, plan
 
 GEMMA = WorkerSpec(model="gemma", sha256="a" * 64, size=100, threads=4, n_ctx=2048)
 QWEN = WorkerSpec(model="qwen", sha256="b" * 64, size=200, threads=4, n_ctx=2048)
@@ -48,22 +48,42 @@ def test_replaces_a_worker_whose_spec_changed() -> None:
     wider = GEMMA.model_copy(update={"threads": 2})
     actions = plan(desired={"gemma": wider}, observed={"gemma": running(GEMMA)},
                    stored=frozenset({GEMMA.sha256}), downloading=NONE)
-    assert actions == [Stop("gemma"), Start(wider)]
+    assert actions == [Stop("gemma", "changed"), Start(wider)]
 
 
 def test_replacement_with_a_new_file_downloads_it_first() -> None:
     newer = GEMMA.model_copy(update={"sha256": "c" * 64})
     actions = plan(desired={"gemma": newer}, observed={"gemma": running(GEMMA)},
                    stored=frozenset({GEMMA.sha256}), downloading=NONE)
-    assert actions == [Stop("gemma"), Download(newer)]
+    assert actions == [Stop("gemma", "changed"), Download(newer)]
 
 
 def test_restarts_a_worker_that_died() -> None:
-    for state in ("ready", "busy", "failed"):
+    for state, reason in (("ready", "crashed"), ("busy", "crashed"), ("failed", "failed")):
         actions = plan(desired={"gemma": GEMMA},
                        observed={"gemma": running(GEMMA, state=state, alive=False)},
                        stored=frozenset({GEMMA.sha256}), downloading=NONE)
-        assert actions == [Stop("gemma"), Start(GEMMA)], state
+        assert actions == [Stop("gemma", reason), Start(GEMMA)], state  # type: ignore[arg-type]
+
+
+def test_a_starting_worker_is_left_alone() -> None:
+    assert plan(desired={"gemma": GEMMA},
+                observed={"gemma": running(GEMMA, state="starting", alive=False)},
+                stored=frozenset({GEMMA.sha256}), downloading=NONE) == []
+
+
+def test_leftovers_of_an_earlier_run_are_removed_first() -> None:
+    actions = plan(desired={"gemma": GEMMA}, observed={"qwen": running(QWEN)},
+                   stored=frozenset({GEMMA.sha256}), downloading=NONE,
+                   leftovers=("c0ffee", "beef"))
+    assert actions == [Remove("c0ffee"), Remove("beef"), Stop("qwen"), Start(GEMMA)]
+
+
+def test_nothing_starts_while_the_runtime_is_not_ready() -> None:
+    actions = plan(desired={"gemma": GEMMA, "qwen": QWEN},
+                   observed={"gemma": running(GEMMA, state="failed", alive=False)},
+                   stored=frozenset({GEMMA.sha256}), downloading=NONE, runtime_ready=False)
+    assert actions == [Stop("gemma", "failed"), Download(QWEN)]
 
 
 def test_no_second_download_while_one_is_running() -> None:
@@ -89,7 +109,7 @@ def test_dead_worker_backing_off_is_stopped_but_not_restarted() -> None:
                    observed={"gemma": running(GEMMA, state="failed", alive=False)},
                    stored=frozenset({GEMMA.sha256}), downloading=NONE,
                    backing_off=frozenset({"gemma"}))
-    assert actions == [Stop("gemma")]
+    assert actions == [Stop("gemma", "failed")]
 
 
 def test_backing_off_only_affects_that_model() -> None:
