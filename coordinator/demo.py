@@ -58,6 +58,7 @@ class LocalFleet:
     data_dir: Path
     nodes: int
     token: str = "demo-token"
+    agent_args: tuple[str, ...] = ("--runtime", "process")
     api_port: int = field(default_factory=free_port)
     hub_port: int = field(default_factory=free_port)
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -66,23 +67,30 @@ class LocalFleet:
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
 
-    def _spawn(self, args: list[str], log_name: str) -> None:
+    def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
         log_path = self.data_dir / "logs" / log_name
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log:
-            self.processes.append(subprocess.Popen(
+            process = subprocess.Popen(
                 [sys.executable, "-m", "coordinator.cli", *args], stdout=log,
-                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True))
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        self.processes.append(process)
+        return process
+
+    def spawn_agent(self, name: str, *extra: str) -> subprocess.Popen[bytes]:
+        """Start one more agent called `name` (its cache in data_dir/name); `extra` args
+        replace the fleet's `agent_args` when given."""
+        return self._spawn(["agent", "--coordinator", f"127.0.0.1:{self.hub_port}",
+                            "--token", self.token, "--name", name,
+                            "--cache-dir", str(self.data_dir / name),
+                            *(extra or self.agent_args)], f"{name}.log")
 
     def start(self) -> None:
         self._spawn(["coordinator", "--data-dir", str(self.data_dir / "coordinator"),
                      "--api-port", str(self.api_port), "--hub-port", str(self.hub_port),
                      "--token", self.token], "coordinator.log")
         for index in range(1, self.nodes + 1):
-            self._spawn(["agent", "--coordinator", f"127.0.0.1:{self.hub_port}",
-                         "--token", self.token, "--name", f"local-{index}",
-                         "--cache-dir", str(self.data_dir / f"agent-{index}")],
-                        f"agent-{index}.log")
+            self.spawn_agent(f"local-{index}")
 
     def check_alive(self) -> None:
         for process in self.processes:

@@ -24,7 +24,7 @@ import zmq
 import zmq.asyncio
 
 from node_agent import hardware
-from node_agent.docker_runtime import DockerRuntime, DockerSettings, worker_network
+from node_agent.docker_runtime import DockerRuntime, DockerSettings
 from node_agent.errors import (
     AgentError,
     ModelStoreError,
@@ -130,11 +130,8 @@ class Agent:
 
     def _make_runtime(self) -> WorkerRuntime:
         if self.config.runtime == "docker":
-            network = worker_network(self.config.docker.network,
-                                     in_container=Path("/.dockerenv").exists(),
-                                     hostname=pysocket.gethostname())
             return DockerRuntime(context=self._context, agent=self.config.name,
-                                 settings=self.config.docker, network=network)
+                                 settings=self.config.docker)
         return ProcessRuntime(context=self._context, run_dir=self.config.cache_dir / "run")
 
     @property

@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import logging
 import re
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,16 +63,24 @@ class DockerSettings:
     max_memory_mb: int | None = None
 
 
-def worker_network(setting: str, *, in_container: bool, hostname: str) -> str:
+def worker_network(setting: str, *, own_container: str | None) -> str:
     """The network mode for workers: they must reach the agent's loopback.
 
     `auto` is the host network for an agent on the host, and the agent container's own
-    network namespace (`container:<hostname>`; Docker names a container's host after
-    its id) for an agent running in a container.
+    network namespace (`container:<id>`) for an agent running in a container of the
+    same engine.
     """
     if setting != "auto":
         return setting
-    return f"container:{hostname}" if in_container else "host"
+    return f"container:{own_container}" if own_container else "host"
+
+
+def own_container_candidates(*, mountinfo: str, hostname: str) -> list[str]:
+    """Names this process's container may have on the engine: the id in the paths Docker
+    bind-mounts into every container (/etc/hostname and friends), then the hostname,
+    which Docker sets to the short id unless told otherwise."""
+    ids = re.findall(r"/containers/([0-9a-f]{64})/", mountinfo)
+    return list(dict.fromkeys([*ids, hostname]))
 
 
 def spec_hash(spec: WorkerSpec) -> str:
@@ -94,7 +103,7 @@ def container_name(agent: str, model: str) -> str:
 
 def container_config(spec: WorkerSpec, *, agent: str, settings: DockerSettings,
                      model_path: Path, port: int, network: str) -> dict[str, Any]:
-    """Keyword arguments for `containers.run` that start the worker for `spec`."""
+    """Keyword arguments for `containers.create` that make the worker for `spec`."""
     cpus, memory_mb = effective_limits(spec, settings)
     config: dict[str, Any] = {
         "image": settings.image,
@@ -106,7 +115,6 @@ def container_config(spec: WorkerSpec, *, agent: str, settings: DockerSettings,
         "network_mode": network,
         "read_only": True,
         "tmpfs": {"/tmp": "rw,size=16m"},
-        "detach": True,
         "stdin_open": False,
         "restart_policy": {"Name": "no"},  # the agent restarts workers, with backoff
         "log_config": {"Type": "json-file", "Config": {"max-size": "1m", "max-file": "2"}},
@@ -206,13 +214,13 @@ class DockerRuntime:
     name = "docker"
 
     def __init__(self, *, context: zmq.asyncio.Context, agent: str, settings: DockerSettings,
-                 network: str,
+                 network: str | None = None,
                  client_factory: Callable[..., docker.DockerClient] = docker.DockerClient
                  ) -> None:
         self._context = context
         self.agent = agent
         self.settings = settings
-        self.network = network
+        self.network = network  # resolved from settings.network at the first check
         self._client_factory = client_factory
         self._client: docker.DockerClient | None = None
         self._mine: set[str] = set()  # containers started by this run of the agent
@@ -261,6 +269,10 @@ class DockerRuntime:
             await self.call(self.client.ping)
         except WorkerError as exc:
             raise RuntimeUnavailable(f"{self._engine_hint()} ({exc})") from None
+        if self.network is None:
+            self.network = worker_network(self.settings.network,
+                                          own_container=await self._own_container())
+            log.info("worker containers use network %s", self.network)
         try:
             await self.call(self.client.images.get, self.settings.image)
         except WorkerError as exc:
@@ -271,22 +283,45 @@ class DockerRuntime:
                 "engine; build it with `make images` (deploy/docker/build-images.sh), load "
                 "it with `docker load`, or name another with --worker-image") from None
 
+    async def _own_container(self) -> str | None:
+        """The id of the container this agent runs in, if it runs in one of this engine's."""
+        try:
+            mountinfo = Path("/proc/self/mountinfo").read_text()
+        except OSError:
+            mountinfo = ""
+        for candidate in own_container_candidates(mountinfo=mountinfo,
+                                                  hostname=socket.gethostname()):
+            try:
+                container = await self.call(self.client.containers.get, candidate)
+            except WorkerError:
+                continue
+            return str(container.id)
+        return None
+
     async def start(self, spec: WorkerSpec, *, path: Path, timeout_s: float) -> DockerWorker:
         await self.check()
+        assert self.network is not None  # check() resolved it
         try:
-            socket, port = bind_pair(self._context)
+            pair, port = bind_pair(self._context)
         except zmq.ZMQError as exc:
             raise WorkerError(f"cannot start a worker for {spec.model}: {exc}") from exc
         config = container_config(spec, agent=self.agent, settings=self.settings,
                                   model_path=path, port=port, network=self.network)
         try:
-            container = await self.call(self.client.containers.run, **config)
+            container = await self.call(self.client.containers.create, **config)
         except WorkerError as exc:
-            socket.close(linger=0)
-            raise WorkerError(f"cannot start a worker container for {spec.model} from "
+            pair.close(linger=0)
+            raise WorkerError(f"cannot create a worker container for {spec.model} from "
                               f"{self.settings.image}: {exc}") from None
         self._mine.add(str(container.id))
-        worker = DockerWorker(model=spec.model, container=container, socket=socket,
+        try:
+            await self.call(container.start)
+        except WorkerError as exc:
+            pair.close(linger=0)
+            await self.remove(str(container.id))
+            raise WorkerError(f"cannot start a worker container for {spec.model} "
+                              f"(network {self.network}): {exc}") from None
+        worker = DockerWorker(model=spec.model, container=container, socket=pair,
                               runtime=self, memory_mb=effective_limits(spec, self.settings)[1])
         try:
             await worker.wait_ready(timeout_s=timeout_s)
