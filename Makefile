@@ -4,6 +4,8 @@
 #   make demo DEMO_ARGS="--nodes 2 --limit 5"
 #   make test                     set up, then lint and run the whole test suite
 #   make lint                     ruff + mypy --strict
+#   make images                   build the worker, agent and coordinator images (needs an engine)
+#   make docker-engine            install and start Debian's Docker engine (root)
 #
 # llama-cpp-python is compiled once into $(WHEELHOUSE) (outside the checkout, so every
 # clone on this machine reuses it); the venv is rebuilt only when pyproject.toml changes.
@@ -16,7 +18,7 @@ PYTEST_ARGS ?=
 BIN         := $(VENV)/bin
 STAMP       := $(VENV)/.slmfleet-installed
 
-.PHONY: setup demo test lint system clean
+.PHONY: setup demo test lint system clean images docker-engine containers
 
 setup: $(STAMP)
 
@@ -39,8 +41,21 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: $(STAMP) lint
+test: $(STAMP) lint containers
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The Docker engine and the images for the container tests. In CI a failure stops the
+# run; elsewhere (say, no root to install the engine) those tests are skipped instead.
+containers: $(STAMP)
+	@if bash deploy/dev/docker-engine.sh && bash deploy/docker/build-images.sh; then :; \
+	elif [ -n "$$CI" ]; then echo "make containers failed (required in CI)" >&2; exit 1; \
+	else echo "warning: no Docker engine or images: the container tests will be skipped" >&2; fi
+
+images: $(STAMP)
+	bash deploy/docker/build-images.sh
+
+docker-engine:
+	bash deploy/dev/docker-engine.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .slmfleet build *.egg-info

@@ -90,7 +90,8 @@ def agent(
     token: Annotated[str, typer.Option(envvar="SLMFLEET_TOKEN", help="Join token.")],
     name: Annotated[str | None, typer.Option(help="Node name (default: hostname).")] = None,
     cache_dir: Annotated[Path | None, typer.Option(
-        help="Model cache and worker sockets (default: ~/.cache/slmfleet/agent).")] = None,
+        envvar="SLMFLEET_CACHE_DIR",
+        help="Model cache and worker run files (default: ~/.cache/slmfleet/agent).")] = None,
     runtime: Annotated[str, typer.Option(
         envvar="SLMFLEET_RUNTIME",
         help="Worker runtime: docker, process, or auto (docker on a Raspberry Pi whose "

@@ -128,6 +128,11 @@ fi
 if getent group video >/dev/null && ! id -nG "$SERVICE_USER" | tr ' ' '\n' | grep -qx video; then
   usermod -a -G video "$SERVICE_USER"
 fi
+# The docker runtime (the agent's default on a Pi whose engine answers) talks to the
+# engine's socket, which belongs to the docker group.
+if getent group docker >/dev/null && ! id -nG "$SERVICE_USER" | tr ' ' '\n' | grep -qx docker; then
+  usermod -a -G docker "$SERVICE_USER"
+fi
 install -d -m 0750 -o "$SERVICE_USER" -g "$SERVICE_USER" "$STATE_DIR" "$STATE_DIR/agent"
 install -d -m 0755 "$PREFIX" "$CONF_DIR"
 
