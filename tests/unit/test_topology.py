@@ -18,12 +18,15 @@ def ids(overlay: Overlay) -> range:
 
 def expected_debruijn(n: int, k: int) -> set[tuple[int, int]]:
     total = n + 1
+    modulus = 1 if k > 1 else total
+    while k > 1 and modulus < total:
+        modulus *= k
     tree = {(min(i, (i - 1) // k), max(i, (i - 1) // k)) for i in range(1, total)}
     pairs = set()
     for i in range(total):
         for j in range(k):
-            t = (k * i + j) % total
-            if t != i:
+            t = (k * i + j) % modulus
+            if t != i and t < total:
                 pairs.add((min(i, t), max(i, t)))
     return pairs - tree
 
@@ -247,3 +250,41 @@ def test_unknown_node() -> None:
 def test_keyword_only_constructor() -> None:
     with pytest.raises(TypeError):
         Overlay(7, 2)  # type: ignore[misc]
+
+
+def test_svg_snapshot_draws_every_node_and_link() -> None:
+    import xml.etree.ElementTree as ET
+
+    overlay = Overlay(nodes=9, fanout=2)
+    root = ET.fromstring(overlay.svg(down={2}))
+    ns = "{http://www.w3.org/2000/svg}"
+    circles = root.findall(f"{ns}circle")
+    assert sorted(int(c.get("data-node", "-1")) for c in circles) == list(range(10))
+    lines = root.findall(f"{ns}line")
+    assert len(lines) == len(overlay.edges())
+    assert sum(1 for line in lines if line.get("class") == "tree") == 9
+    faded = [line for line in lines if line.get("opacity") == "0.2"]
+    assert len(faded) == len(overlay.neighbours(2)), "the down node's links are faded"
+    (down,) = [c for c in circles if c.get("fill") == "#fca5a5"]
+    assert down.get("data-node") == "2"
+
+
+def test_routing_table_matches_routes_and_avoids_down_nodes() -> None:
+    overlay = Overlay(nodes=15, fanout=2)
+    table = overlay.routing_table(11, down={5})
+    assert table[ROOT] == overlay.route_to_root(11, down=frozenset({5}))[1]  # type: ignore[index]
+    assert 5 not in table and 5 not in table.values()
+    for dst, hop in table.items():
+        assert hop in overlay.neighbours(11)
+        route = overlay.route(11, dst, down={5})
+        assert route is not None and route[1] == hop
+    assert overlay.next_hop(4, 9) == 9 and overlay.next_hop(4, 4) is None
+    assert overlay.routing_table(5, down={5}) == {}
+
+
+def test_join_statistics_are_reported() -> None:
+    stats = Overlay(nodes=6, fanout=2).stats()
+    assert stats.debruijn_modulus == 8
+    assert stats.edges_changed_by_join == len(
+        Overlay(nodes=6, fanout=2).links() ^ Overlay(nodes=7, fanout=2).links())
+    assert stats.edges_changed_by_join <= 5
