@@ -131,7 +131,8 @@ def create_app(*, store: st.Store, hub: Any = None) -> FastAPI:
     def node_view(node: Any) -> dict[str, Any]:
         return {"id": node.id, "name": node.name, "runtime": node.runtime,
                 "facts": node.facts, "metrics": node.metrics, "workers": node.workers or [],
-                "errors": node.errors or [],
+                "errors": node.errors or [], "public_key": node.public_key,
+                "revoked": node.revoked_key is not None and node.public_key is None,
                 "last_seen": node.last_seen.isoformat() + "Z",
                 "state": node_state(last_seen=node.last_seen, now=utcnow(), left=node.left,
                                     interval_s=getattr(hub, "interval_s", 1.0),
@@ -148,6 +149,14 @@ def create_app(*, store: st.Store, hub: Any = None) -> FastAPI:
             if node.id == node_id:
                 return node_view(node)
         raise NotFoundError(f"no node with id {node_id}; list nodes with GET /api/v1/nodes")
+
+    @app.post(f"{API}/nodes/{{node_id}}/revoke")
+    async def revoke_node(s: StoreDep, node_id: int) -> dict[str, Any]:
+        key = next((n.public_key for n in st.list_nodes(s) if n.id == node_id), None)
+        node = st.revoke_node(s, node_id=node_id)
+        if hub is not None:
+            await hub.revoke(node_id=node_id, key=key)
+        return node_view(node)
 
     @app.get("/metrics")
     def metrics(s: StoreDep) -> Response:

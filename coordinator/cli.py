@@ -70,7 +70,8 @@ def coordinator(
     verbose: bool = False,
 ) -> None:
     """Run the coordinator: HTTP API + status page + ZeroMQ hub."""
-    from coordinator.server import Settings, join_token, serve
+    from coordinator.server import Settings, hub_keys, join_token, serve
+    from node_agent.errors import AgentError
 
     _logging(verbose)
     settings = Settings(data_dir=data_dir, api_host=api_host, api_port=api_port,
@@ -78,6 +79,12 @@ def coordinator(
                         database_url=database_url)
     if token is None:
         console.print(f"join token: {join_token(settings)} (in {data_dir / 'join_token'})")
+    try:
+        public = hub_keys(data_dir).public.decode()
+    except AgentError as exc:  # a key file others can read, or a broken one
+        raise _fail(str(exc)) from None
+    console.print(f"hub key: {public} (in {data_dir / 'hub.key'}); agents: "
+                  "--coordinator-key", highlight=False)
     try:
         asyncio.run(serve(settings))
     except KeyboardInterrupt:
@@ -88,6 +95,10 @@ def coordinator(
 def agent(
     coordinator: Annotated[str, typer.Option("--coordinator", help="Hub HOST:PORT.")],
     token: Annotated[str, typer.Option(envvar="SLMFLEET_TOKEN", help="Join token.")],
+    coordinator_key: Annotated[str, typer.Option(
+        envvar="SLMFLEET_COORDINATOR_KEY",
+        help="The hub's CURVE public key: its 40 characters, or the path of the "
+             "coordinator's <data-dir>/hub.key (waited for up to 2 minutes).")],
     name: Annotated[str | None, typer.Option(help="Node name (default: hostname).")] = None,
     cache_dir: Annotated[Path | None, typer.Option(
         envvar="SLMFLEET_CACHE_DIR",
@@ -116,7 +127,7 @@ def agent(
     verbose: bool = False,
 ) -> None:
     """Run a node agent that joins the coordinator and runs llama.cpp workers."""
-    from node_agent import hardware
+    from node_agent import curve, hardware
     from node_agent.agent import Agent, AgentConfig, RegistrationRefused, run_until_signalled
     from node_agent.docker_runtime import DockerSettings
     from node_agent.errors import AgentError
@@ -131,7 +142,12 @@ def agent(
     chosen = choose_runtime(runtime, on_pi=on_pi,
                             engine_answers=on_pi and docker_engine_answers(docker_url))
     cache = cache_dir or Path.home() / ".cache" / "slmfleet" / "agent"
+    try:
+        server_key = curve.wait_for_public_key(coordinator_key, timeout_s=120)
+    except curve.CurveKeyError as exc:
+        raise _fail(str(exc), 2) from None
     config = AgentConfig(coordinator=coordinator, token=token, cache_dir=cache.resolve(),
+                         coordinator_key=server_key,
                          runtime=chosen, docker=DockerSettings(
                              image=worker_image, network=worker_network, base_url=docker_url,
                              max_cpus=worker_cpus, max_memory_mb=worker_memory_mb))
@@ -335,10 +351,23 @@ def datasets_add(
                   f"{added['ref']}); use it in a job spec as dataset: {added['name']}")
 
 
-@app.command()
-def nodes(api: ApiOption = DEFAULT_API) -> None:
+nodes_app = typer.Typer(help="Nodes of the fleet.", no_args_is_help=False,
+                        invoke_without_command=True)
+app.add_typer(nodes_app, name="nodes")
+
+
+@nodes_app.callback()
+def nodes(ctx: typer.Context, api: ApiOption = DEFAULT_API) -> None:
     """List nodes with their state and health."""
-    _print_json_api(lambda c: c.nodes(), api)
+    if ctx.invoked_subcommand is None:
+        _print_json_api(lambda c: c.nodes(), api)
+
+
+@nodes_app.command("revoke")
+def nodes_revoke(node_id: int, api: ApiOption = DEFAULT_API) -> None:
+    """Revoke a node: its session ends, its key is refused from now on (it may join again
+    only with a new key and the join token)."""
+    _print_json_api(lambda c: c.revoke_node(node_id), api)
 
 
 models_app = typer.Typer(help="Registered models and their worker settings.",

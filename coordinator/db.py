@@ -49,6 +49,8 @@ class NodeRow(Base):
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     workers: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
     errors: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)  # node-level problems
+    public_key: Mapped[str | None] = mapped_column(String(40), nullable=True)  # CURVE, pinned
+    revoked_key: Mapped[str | None] = mapped_column(String(40), nullable=True)
     registered_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     left: Mapped[bool] = mapped_column(default=False)

@@ -25,6 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from coordinator.client import Client, ClientError
 from coordinator.errors import SlmfleetError
 from coordinator.reports import node_table, render_table
+from node_agent import curve
 
 GEMMA_NAME = "gemma-3-270m-q4_k_m"
 DEMO_TASKS = tuple({"task": task, "dataset": f"builtin:{task}"}
@@ -82,10 +83,17 @@ class LocalFleet:
         replace the fleet's `agent_args` when given."""
         return self._spawn(["agent", "--coordinator", f"127.0.0.1:{self.hub_port}",
                             "--token", self.token, "--name", name,
+                            "--coordinator-key", str(self.hub_key_file),
                             "--cache-dir", str(self.data_dir / name),
                             *(extra or self.agent_args)], f"{name}.log")
 
+    @property
+    def hub_key_file(self) -> Path:
+        """The hub's public key, made before the coordinator starts so agents can read it."""
+        return self.data_dir / "coordinator" / "hub.key"
+
     def start(self) -> None:
+        curve.load_or_create(self.data_dir / "coordinator", "hub")
         self._spawn(["coordinator", "--data-dir", str(self.data_dir / "coordinator"),
                      "--api-port", str(self.api_port), "--hub-port", str(self.hub_port),
                      "--token", self.token], "coordinator.log")

@@ -4,6 +4,11 @@ It admits agents that present the join token, answers heartbeats, streams model 
 leases work items and records results. A malformed message is answered with an error
 and logged; it never stops the hub. Peers that fall silent for `liveness × interval`
 are dropped and must register again.
+
+The socket is a CurveZMQ server: every link is encrypted, a client without the hub's
+public key cannot even connect, and the ZAP handler refuses revoked keys during the
+handshake. Each message carries its sender's public key (ZeroMQ's `User-Id`), which
+pins a node to the key it registered with.
 """
 
 from __future__ import annotations
@@ -18,11 +23,13 @@ from typing import Any
 
 import zmq
 import zmq.asyncio
+from zmq.auth.asyncio import AsyncioAuthenticator
 
 from coordinator import store as st
 from coordinator.db import WorkItemRow, utcnow
 from coordinator.errors import SlmfleetError
 from coordinator.evaluation.tasks import get_task
+from node_agent.curve import KeyPair
 from node_agent.errors import ProtocolError
 from node_agent.liveness import peer_alive
 from node_agent.protocol import (
@@ -54,6 +61,22 @@ log = logging.getLogger("slmfleet.hub")
 class Peer:
     node_id: int
     last_seen: float
+    key: bytes = b""
+
+
+class _KeyGate:
+    """ZAP credentials provider: any key may connect except revoked ones (admission is by
+    join token at registration, then by the pinned key)."""
+
+    def __init__(self, revoked: set[bytes]) -> None:
+        self.revoked = revoked
+        self.refused = 0
+
+    def callback(self, _domain: str, key: bytes) -> bool:
+        if key in self.revoked:
+            self.refused += 1
+            return False
+        return True
 
 
 def score_item(item: WorkItemRow, output: str) -> tuple[str | None, dict[str, Any]]:
@@ -63,7 +86,7 @@ def score_item(item: WorkItemRow, output: str) -> tuple[str | None, dict[str, An
 class Hub:
     """Admits agents and serves their requests over one ROUTER socket."""
 
-    def __init__(self, *, store: st.Store, token: str, bind: str,
+    def __init__(self, *, store: st.Store, token: str, bind: str, keys: KeyPair,
                  heartbeat_interval_s: float = 1.0, liveness: int = 3,
                  lease_s: float = 300.0, context: zmq.asyncio.Context | None = None) -> None:
         self.store = store
@@ -73,7 +96,13 @@ class Hub:
         self.liveness = liveness
         self.lease_s = lease_s
         self._context = context or zmq.asyncio.Context.instance()
+        self.public_key = keys.public
+        self._gate = _KeyGate(st.revoked_keys(store))
+        self._auth = AsyncioAuthenticator(self._context)
+        self._auth.start()
+        self._auth.configure_curve_callback(domain="*", credentials_provider=self._gate)
         self._socket = self._context.socket(zmq.ROUTER)
+        keys.apply_server(self._socket)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.ROUTER_MANDATORY, 0)
         self.port = self._socket.bind_to_random_port(bind.rsplit(":", 1)[0]) \
@@ -90,17 +119,34 @@ class Hub:
         ticker = asyncio.create_task(self._tick())
         try:
             while True:
-                frames = await self._socket.recv_multipart()
-                await self._handle(frames[0], frames[1:])
+                frames = await self._socket.recv_multipart(copy=False)
+                key = str(frames[-1].get("User-Id") or "").encode()
+                await self._handle(frames[0].bytes, [f.bytes for f in frames[1:]], key=key)
         finally:
             ticker.cancel()
             self._socket.close(linger=0)
+            self._auth.stop()
+
+    @property
+    def refused_handshakes(self) -> int:
+        return self._gate.refused
+
+    async def revoke(self, *, node_id: int, key: str | None) -> None:
+        """Refuse `key` from now on and end the node's session, telling it why."""
+        if key:
+            self._gate.revoked.add(key.encode())
+        for peer, session in list(self.peers.items()):
+            if session.node_id == node_id:
+                del self.peers[peer]
+                await self._send(peer, Rejected(reason="this node was revoked by the "
+                                                "operator; it may join again only with a "
+                                                "new key", reregister=False))
 
     async def _send(self, peer: bytes, message: _Msg, data: bytes | None = None) -> None:
         with contextlib.suppress(zmq.ZMQError):
             await self._socket.send_multipart([peer, *encode(message, data)])
 
-    async def _handle(self, peer: bytes, frames: list[bytes]) -> None:
+    async def _handle(self, peer: bytes, frames: list[bytes], *, key: bytes) -> None:
         try:
             message, _ = decode(frames)
         except ProtocolError as exc:
@@ -108,11 +154,14 @@ class Hub:
             log.warning("rejected a message from peer %s: %s", peer.hex()[:8], exc)
             await self._send(peer, ErrorReply(code="bad_message", message=str(exc)))
             return
+        if key in self._gate.revoked:  # revoked while connected: the handshake came before
+            self.rejected_messages += 1
+            return
         if isinstance(message, Register):
-            await self._register(peer, message)
+            await self._register(peer, message, key=key)
             return
         session = self.peers.get(peer)
-        if session is None:
+        if session is None or session.key != key:
             await self._send(peer, Rejected(reason="not registered (or expired); register "
                                             "again", reregister=True))
             return
@@ -122,7 +171,7 @@ class Hub:
         except SlmfleetError as exc:
             await self._send(peer, ErrorReply(code=type(exc).__name__, message=str(exc)))
 
-    async def _register(self, peer: bytes, message: Register) -> None:
+    async def _register(self, peer: bytes, message: Register, *, key: bytes) -> None:
         if not hmac.compare_digest(message.token.encode(), self._token.encode()):
             self.rejected_messages += 1
             log.warning("refused node %r: wrong join token", message.name)
@@ -133,8 +182,15 @@ class Hub:
             await self._send(peer, Rejected(reason=f"protocol {message.protocol} is not "
                                             f"supported; upgrade to {PROTOCOL_VERSION}"))
             return
-        node = st.upsert_node(self.store, name=message.name,
-                              facts=message.facts.model_dump(), runtime=message.runtime)
+        try:
+            node = st.upsert_node(self.store, name=message.name,
+                                  facts=message.facts.model_dump(), runtime=message.runtime,
+                                  public_key=key.decode() or None)
+        except SlmfleetError as exc:
+            self.rejected_messages += 1
+            log.warning("refused node %r: %s", message.name, exc)
+            await self._send(peer, Rejected(reason=str(exc)))
+            return
         for other, session in list(self.peers.items()):
             if session.node_id == node.id:
                 del self.peers[other]
@@ -143,7 +199,7 @@ class Hub:
         if requeued:
             log.warning("node %d registered again; requeued its %d leased items", node.id,
                         requeued)
-        self.peers[peer] = Peer(node_id=node.id, last_seen=time.monotonic())
+        self.peers[peer] = Peer(node_id=node.id, last_seen=time.monotonic(), key=key)
         log.info("node %d (%s) registered", node.id, message.name)
         await self._send(peer, Welcome(node_id=node.id, heartbeat_interval_s=self.interval_s,
                                        liveness=self.liveness, parent=0))

@@ -20,6 +20,8 @@ from coordinator import endpoint_judge
 from coordinator import store as st
 from coordinator.api import create_app
 from coordinator.hub import Hub
+from node_agent import curve
+from node_agent.curve import KeyPair
 
 log = logging.getLogger("slmfleet.coordinator")
 
@@ -70,11 +72,20 @@ def warm_up_embeddings() -> None:
     log.info("embedding model loaded in %.1f s", time.monotonic() - started)
 
 
+def hub_keys(data_dir: Path) -> KeyPair:
+    """The hub's CURVE key pair, made on first start: `hub.key` (public, give it to agents)
+    and `hub.key_secret` (0600)."""
+    return curve.load_or_create(data_dir, "hub")
+
+
 async def serve(settings: Settings) -> None:
     """Run the API and the hub until cancelled."""
     store = st.Store(settings.db_url)
     warm_up_embeddings()
-    hub = Hub(store=store, token=join_token(settings),
+    keys = hub_keys(settings.data_dir)
+    log.info("hub public key %s (in %s); agents need it: --coordinator-key",
+             keys.public.decode(), settings.data_dir / "hub.key")
+    hub = Hub(store=store, token=join_token(settings), keys=keys,
               bind=f"tcp://{settings.hub_host}:{settings.hub_port}",
               heartbeat_interval_s=settings.heartbeat_interval_s,
               liveness=settings.liveness, lease_s=settings.lease_s)

@@ -42,15 +42,26 @@ class Store:
 # --- nodes --------------------------------------------------------------------------
 
 
-def upsert_node(store: Store, *, name: str, facts: dict[str, Any], runtime: str) -> NodeRow:
-    """Register a node by name; a returning node keeps its id (its overlay position)."""
+def upsert_node(store: Store, *, name: str, facts: dict[str, Any], runtime: str,
+                public_key: str | None = None) -> NodeRow:
+    """Register a node by name; a returning node keeps its id (its overlay position).
+
+    A node is pinned to the CURVE public key it first registered with: the same name from
+    another key is refused (`ConflictError`) until the operator revokes the node.
+    """
     with store.session.begin() as s:
         node = s.scalar(select(NodeRow).where(NodeRow.name == name))
         if node is None:
-            node = NodeRow(name=name, facts=facts, runtime=runtime)
+            node = NodeRow(name=name, facts=facts, runtime=runtime, public_key=public_key)
             s.add(node)
         else:
+            if node.public_key and public_key and node.public_key != public_key:
+                raise ConflictError(
+                    f"node '{name}' is pinned to another key; if this machine was "
+                    f"reinstalled, revoke the old one (slmfleet nodes revoke {node.id}) and "
+                    "start the agent again")
             node.facts, node.runtime, node.left = facts, runtime, False
+            node.public_key = public_key or node.public_key
         node.last_seen = utcnow()
         s.flush()
         return node
@@ -70,6 +81,25 @@ def record_metrics(store: Store, *, node_id: int, metrics: dict[str, Any],
         s.execute(update(NodeRow).where(NodeRow.id == node_id)
                   .values(metrics=metrics, workers=workers, errors=errors or [],
                           last_seen=utcnow()))
+
+
+def revoke_node(store: Store, *, node_id: int) -> NodeRow:
+    """Unpin a node's key and refuse that key from now on; the node may join again only
+    with a new key (and the join token)."""
+    with store.session.begin() as s:
+        node = s.get(NodeRow, node_id)
+        if node is None:
+            raise NotFoundError(f"no node with id {node_id}; list nodes with GET /api/v1/nodes")
+        if node.public_key:
+            node.revoked_key, node.public_key = node.public_key, None
+        node.left = True
+        return node
+
+
+def revoked_keys(store: Store) -> set[bytes]:
+    with store.session() as s:
+        return {k.encode() for k in s.scalars(select(NodeRow.revoked_key))
+                .all() if k}
 
 
 def mark_left(store: Store, *, node_id: int) -> None:

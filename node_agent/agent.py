@@ -23,7 +23,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from node_agent import hardware
+from node_agent import curve, hardware
 from node_agent.docker_runtime import DockerRuntime, DockerSettings
 from node_agent.errors import (
     AgentError,
@@ -84,6 +84,7 @@ class AgentConfig:
     metrics_interval_s: float = 2.0
     worker_start_timeout_s: float = 300.0
     request_timeout_s: float = 600.0
+    coordinator_key: bytes = b""  # the hub's CURVE public key (Z85)
     runtime: str = "process"  # or docker
     docker: DockerSettings = field(default_factory=DockerSettings)
 
@@ -127,6 +128,7 @@ class Agent:
         self._main: asyncio.Task[Any] | None = None
         self._crashed: BaseException | None = None
         self._facts = hardware.hardware_facts(model_dir=config.cache_dir)
+        self._keys = curve.load_or_create(config.cache_dir, "agent")
 
     def _make_runtime(self) -> WorkerRuntime:
         if self.config.runtime == "docker":
@@ -190,6 +192,7 @@ class Agent:
         host = self.config.coordinator
         sock = self._context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        self._keys.apply_client(sock, server_key=self.config.coordinator_key)
         sock.setsockopt(zmq.ROUTING_ID, uuid.uuid4().bytes)
         sock.connect(f"tcp://{host}")
         self._socket = sock

@@ -2,10 +2,12 @@
 # Install the slmfleet node agent on a Raspberry Pi (Raspberry Pi OS 64-bit) as a systemd
 # service. Run as root; safe to run again (upgrades the code, keeps the config).
 #
-#   sudo deploy/pi/install.sh [SOURCE] [--coordinator HOST:PORT --token TOKEN]
+#   sudo deploy/pi/install.sh [SOURCE] [--coordinator HOST:PORT --token TOKEN --key KEY]
 #
 # SOURCE is the project directory or a built wheel (default: this checkout). With
-# --coordinator/--token, /etc/slmfleet/agent.env is (re)written; without, it is kept.
+# --coordinator/--token/--key, /etc/slmfleet/agent.env is (re)written; without, it is
+# kept. KEY is the hub's public CURVE key, printed by the coordinator at start (and in its
+# <data-dir>/hub.key).
 # Set WHEELHOUSE=DIR to let pip pick up prebuilt wheels (e.g. llama-cpp-python) from DIR,
 # and CMAKE_ARGS to pass build flags to the llama-cpp-python build.
 set -euo pipefail
@@ -38,6 +40,7 @@ usage() {
 source_arg=""
 coordinator=""
 token=""
+key=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --coordinator)
@@ -56,6 +59,15 @@ while [ $# -gt 0 ]; do
       ;;
     --token=*)
       token=${1#--token=}
+      shift
+      ;;
+    --key)
+      [ $# -ge 2 ] || die "--key needs a value: the coordinator's hub key (40 characters)"
+      key=$2
+      shift 2
+      ;;
+    --key=*)
+      key=${1#--key=}
       shift
       ;;
     -h | --help)
@@ -162,17 +174,20 @@ env_value() {  # env_value KEY FILE: the value of KEY in an environment file, or
   sed -n "s/^[[:space:]]*$1=[\"']\{0,1\}\([^\"']*\)[\"']\{0,1\}[[:space:]]*\$/\1/p" "$2" | tail -n 1
 }
 
-if [ -n "$coordinator" ] || [ -n "$token" ]; then
+if [ -n "$coordinator" ] || [ -n "$token" ] || [ -n "$key" ]; then
   if [ -f "$ENV_FILE" ]; then
     [ -n "$coordinator" ] || coordinator=$(env_value SLMFLEET_COORDINATOR "$ENV_FILE")
     [ -n "$token" ] || token=$(env_value SLMFLEET_TOKEN "$ENV_FILE")
+    [ -n "$key" ] || key=$(env_value SLMFLEET_COORDINATOR_KEY "$ENV_FILE")
   fi
   [ -n "$coordinator" ] || die "give --coordinator HOST:PORT as well"
   [ -n "$token" ] || die "give --token as well (on the coordinator: <data-dir>/join_token)"
+  [ ${#key} -eq 40 ] || die "give --key as well: the coordinator's 40-character hub key (printed at its start, in <data-dir>/hub.key)"
   tmp_env=$(mktemp "$CONF_DIR/.agent.env.XXXXXX")
   trap 'rm -f "$tmp_env"' EXIT
   chmod 0600 "$tmp_env"
-  printf 'SLMFLEET_COORDINATOR=%s\nSLMFLEET_TOKEN=%s\n' "$coordinator" "$token" >"$tmp_env"
+  printf "SLMFLEET_COORDINATOR=%s\nSLMFLEET_TOKEN=%s\nSLMFLEET_COORDINATOR_KEY='%s'\n" \
+    "$coordinator" "$token" "$key" >"$tmp_env"
   mv -f "$tmp_env" "$ENV_FILE"
   trap - EXIT
   echo "wrote $ENV_FILE"

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import zmq
 
+from node_agent import curve
 from node_agent.agent import Agent, AgentConfig
 from node_agent.errors import AgentError
 from node_agent.model_store import ModelStore
@@ -33,10 +34,12 @@ TOKEN = "wire-token"
 
 
 @pytest.fixture
-def router() -> Iterator[tuple[zmq.Socket[bytes], int]]:
+def router(tmp_path: Path) -> Iterator[tuple[zmq.Socket[bytes], int]]:
+    """A scripted coordinator: a CURVE server whose public key is in tmp_path/hub.key."""
     context = zmq.Context()
     sock = context.socket(zmq.ROUTER)
     sock.setsockopt(zmq.LINGER, 0)
+    curve.load_or_create(tmp_path, "hub").apply_server(sock)
     port = sock.bind_to_random_port("tcp://127.0.0.1")
     try:
         yield sock, port
@@ -72,6 +75,7 @@ def test_agent_survives_garbage_reconnects_after_silence_and_says_bye(
     agent = subprocess.Popen(
         [sys.executable, "-m", "coordinator.cli", "agent", "--coordinator",
          f"127.0.0.1:{port}", "--token", TOKEN, "--name", "wire-node",
+         "--coordinator-key", str(tmp_path / "hub.key"),
          "--cache-dir", str(tmp_path)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -136,6 +140,7 @@ def test_agent_stops_loudly_when_one_of_its_tasks_fails(
     store.write_chunk(sha, offset=0, data=model.read_bytes(), total_size=64)
     store.finish(sha)
     agent = Agent(AgentConfig(coordinator=f"127.0.0.1:{port}", token=TOKEN,
+                              coordinator_key=curve.parse_public_key(str(tmp_path / "hub.key")),
                               cache_dir=tmp_path, name="buggy"), runtime=_BrokenRuntime())
 
     def coordinator() -> None:

@@ -24,6 +24,7 @@ import zmq
 
 from coordinator.client import Client, ClientError
 from coordinator.demo import LocalFleet, wait_for, workers_ready
+from node_agent import curve
 from node_agent.hardware import hardware_facts
 from node_agent.protocol import PROTOCOL_VERSION, Heartbeat, Register, encode
 from tests.integration.conftest import TINY, TOKEN, store_rows
@@ -139,6 +140,7 @@ def test_agent_with_wrong_token_is_refused(fleet: LocalFleet, client: Client) ->
     agent = subprocess.run(
         [sys.executable, "-m", "coordinator.cli", "agent", "--coordinator",
          f"127.0.0.1:{fleet.hub_port}", "--token", "not-the-token", "--name", "intruder",
+         "--coordinator-key", str(fleet.hub_key_file),
          "--cache-dir", str(fleet.data_dir / "intruder")],
         capture_output=True, text=True, timeout=60)
     assert agent.returncode == 3
@@ -147,12 +149,17 @@ def test_agent_with_wrong_token_is_refused(fleet: LocalFleet, client: Client) ->
 
 
 @contextlib.contextmanager
-def _hub_socket(hub_port: int) -> Iterator[zmq.Socket[bytes]]:
-    """A raw DEALER connected to the hub, as a (mis)behaving agent would use."""
+def _hub_socket(fleet: LocalFleet, *, keys: curve.KeyPair | None = None
+                ) -> Iterator[zmq.Socket[bytes]]:
+    """A raw DEALER connected to the hub (a CURVE client with the hub's key and, unless
+    given, a fresh key of its own), as a (mis)behaving agent would use."""
     context = zmq.Context()
     sock = context.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.RCVTIMEO, 5000)
+    (keys or curve.KeyPair(*zmq.curve_keypair())).apply_client(
+        sock, server_key=curve.parse_public_key(str(fleet.hub_key_file)))
+    hub_port = fleet.hub_port
     try:
         sock.connect(f"tcp://127.0.0.1:{hub_port}")
         yield sock
@@ -161,8 +168,8 @@ def _hub_socket(hub_port: int) -> Iterator[zmq.Socket[bytes]]:
         context.term()
 
 
-def _exchange(hub_port: int, frames: list[bytes]) -> dict[str, object]:
-    with _hub_socket(hub_port) as sock:
+def _exchange(fleet: LocalFleet, frames: list[bytes]) -> dict[str, object]:
+    with _hub_socket(fleet) as sock:
         sock.send_multipart(frames)
         return _reply(sock)
 
@@ -187,7 +194,7 @@ MALFORMED = [
 def test_malformed_and_unauthenticated_messages_never_stop_the_hub(
         fleet: LocalFleet, client: Client) -> None:
     for frames, expected in MALFORMED:
-        reply = _exchange(fleet.hub_port, frames)
+        reply = _exchange(fleet, frames)
         assert reply["type"] == expected, (frames, reply)
     fleet.check_alive()
     assert client.health()["status"] == "ok"
@@ -205,7 +212,7 @@ def test_malformed_and_unauthenticated_messages_never_stop_the_hub(
 def test_silent_node_is_dropped_and_told_to_register_again(fleet: LocalFleet,
                                                           client: Client) -> None:
     """The hub forgets a peer silent for liveness x interval (1 s x 3 here)."""
-    with _hub_socket(fleet.hub_port) as sock:
+    with _hub_socket(fleet) as sock:
         sock.send_multipart(encode(Register(protocol=PROTOCOL_VERSION, token=TOKEN,
                                             name="ghost", facts=hardware_facts())))
         assert _reply(sock)["type"] == "welcome"

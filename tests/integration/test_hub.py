@@ -13,6 +13,7 @@ import zmq.asyncio
 
 from coordinator.hub import Hub
 from coordinator.store import Store
+from node_agent import curve
 from node_agent.hardware import hardware_facts
 from node_agent.protocol import PROTOCOL_VERSION, Heartbeat, Register, encode
 
@@ -30,12 +31,14 @@ async def _heartbeats(peer: zmq.asyncio.Socket, *, every_s: float) -> None:
 def test_a_stalled_hub_does_not_drop_its_peers(tmp_path: Path) -> None:
     async def scenario() -> tuple[int, int]:
         context = zmq.asyncio.Context()
-        hub = Hub(store=Store(f"sqlite:///{tmp_path / 's.db'}"), token="t",
+        keys = curve.load_or_create(tmp_path, "hub")
+        hub = Hub(store=Store(f"sqlite:///{tmp_path / 's.db'}"), token="t", keys=keys,
                   bind="tcp://127.0.0.1:0", heartbeat_interval_s=0.2, liveness=3,
                   context=context)
         running = asyncio.create_task(hub.run())
         peer = context.socket(zmq.DEALER)
         peer.setsockopt(zmq.LINGER, 0)
+        curve.KeyPair(*zmq.curve_keypair()).apply_client(peer, server_key=keys.public)
         peer.connect(f"tcp://127.0.0.1:{hub.port}")
         try:
             await peer.send_multipart(encode(Register(
