@@ -100,6 +100,13 @@ class LocalFleet:
         for index in range(1, self.nodes + 1):
             self.spawn_agent(f"local-{index}")
 
+    def __enter__(self) -> LocalFleet:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
     def check_alive(self) -> None:
         for process in self.processes:
             if process.poll() is not None:
@@ -133,6 +140,16 @@ def wait_for(what: str, check: Callable[[], bool], *, fleet: LocalFleet,
         time.sleep(0.3)
     raise DemoError(f"timed out after {timeout_s:.0f} s waiting for {what}; see logs in "
                     f"{fleet.data_dir / 'logs'}")
+
+
+def joined(fleet: LocalFleet, *, agents: int, timeout_s: float = 120,
+           client_timeout_s: float = 10) -> Client:
+    """A client of the fleet's API once it answers and `agents` agents have joined."""
+    client = Client(fleet.api_url, timeout_s=client_timeout_s)
+    wait_for("the coordinator API", lambda: bool(client.health()), fleet=fleet, timeout_s=60)
+    wait_for(f"{agents} agents to join", lambda: len(client.nodes()) >= agents, fleet=fleet,
+             timeout_s=timeout_s)
+    return client
 
 
 def workers_ready(client: Client, model: str, nodes: int) -> int:
@@ -173,11 +190,7 @@ def run_demo(*, nodes: int, limit: int, exit_after: bool, data_root: Path,
     path = model_path or gemma_path(data_root / "models")
     fleet.start()
     try:
-        client = Client(fleet.api_url, timeout_s=30)
-        wait_for("the coordinator API", lambda: bool(client.health()), fleet=fleet,
-                 timeout_s=60)
-        wait_for(f"{nodes} agents to join", lambda: len(client.nodes()) >= nodes,
-                 fleet=fleet, timeout_s=120)
+        client = joined(fleet, agents=nodes, client_timeout_s=30)
         threads = max(1, (os.cpu_count() or 2) // nodes)
         client.add_model(name=model_name, path=str(path), threads=threads, n_ctx=2048)
         console.print(f"registered {model_name} ({path.stat().st_size / 2**20:.0f} MiB); "

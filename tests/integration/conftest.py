@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from coordinator.client import Client
-from coordinator.demo import LocalFleet, wait_for, workers_ready
+from coordinator.demo import LocalFleet, joined, wait_for, workers_ready
 from tests.support.requirements import require_module
 from tests.support.tiny_gguf import write_tiny_gguf
 
@@ -31,24 +31,17 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator[LocalFleet]:
     """A coordinator and two agents with the tiny model deployed and its workers ready."""
-    fleet = LocalFleet(data_dir=tmp_path_factory.mktemp("fleet"), nodes=2, token=TOKEN)
-    fleet.start()
-    try:
-        client = Client(fleet.api_url, timeout_s=10)
-        wait_for("the coordinator API", lambda: bool(client.health()), fleet=fleet,
-                 timeout_s=60)
-        wait_for("two agents to join", lambda: len(client.nodes()) >= 2, fleet=fleet,
-                 timeout_s=60)
+    with LocalFleet(data_dir=tmp_path_factory.mktemp("fleet"), nodes=2, token=TOKEN) as fleet:
+        client = joined(fleet, agents=2)
         client.add_model(name=TINY, path=str(tiny_model), threads=1, n_ctx=2048)
         wait_for("both workers to load the tiny model",
                  lambda: workers_ready(client, TINY, 2) >= 2, fleet=fleet, timeout_s=120)
         yield fleet
-    finally:
-        fleet.stop()
 
 
 @pytest.fixture
 def client(fleet: LocalFleet) -> Client:
+    """A client of the module's `fleet` (whichever fixture of that name the module uses)."""
     return Client(fleet.api_url, timeout_s=10)
 
 

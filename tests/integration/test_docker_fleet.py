@@ -18,7 +18,7 @@ import docker
 import pytest
 
 from coordinator.client import Client
-from coordinator.demo import LocalFleet, wait_for, workers_ready
+from coordinator.demo import LocalFleet, joined, wait_for, workers_ready
 from node_agent.docker_runtime import LABEL_SPEC
 from tests.integration.docker_support import WORKER_IMAGE, engine, remove_all, wait_until, workers
 
@@ -41,29 +41,16 @@ def engine_client() -> Iterator[docker.DockerClient]:
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path,
           engine_client: docker.DockerClient) -> Iterator[LocalFleet]:
-    fleet = LocalFleet(data_dir=tmp_path_factory.mktemp("docker-fleet"), nodes=0, token=TOKEN,
-                       agent_args=DOCKER_ARGS)
-    fleet.start()
-    try:
+    with LocalFleet(data_dir=tmp_path_factory.mktemp("docker-fleet"), nodes=0, token=TOKEN,
+                    agent_args=DOCKER_ARGS) as fleet:
         for name in AGENTS:
             fleet.spawn_agent(name)
-        client = Client(fleet.api_url, timeout_s=10)
-        wait_for("the coordinator API", lambda: bool(client.health()), fleet=fleet,
-                 timeout_s=60)
-        wait_for("two agents to join", lambda: len(client.nodes()) >= 2, fleet=fleet,
-                 timeout_s=60)
+        client = joined(fleet, agents=2)
         client.add_model(name=MODEL, path=str(tiny_model), threads=1, n_ctx=1024,
                          memory_mb=1024)
         wait_for("both worker containers to be ready",
                  lambda: workers_ready(client, MODEL, 2) >= 2, fleet=fleet, timeout_s=180)
         yield fleet
-    finally:
-        fleet.stop()
-
-
-@pytest.fixture
-def client(fleet: LocalFleet) -> Client:
-    return Client(fleet.api_url, timeout_s=10)
 
 
 def running_ids(engine_client: docker.DockerClient, agent: str) -> set[str]:

@@ -14,7 +14,7 @@ import pytest
 import zmq
 
 from coordinator.client import Client
-from coordinator.demo import LocalFleet, wait_for
+from coordinator.demo import LocalFleet, joined
 from node_agent import curve
 from node_agent.hardware import hardware_facts
 from node_agent.protocol import PROTOCOL_VERSION, Register, encode
@@ -26,20 +26,9 @@ TOKEN = "curve-token"
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFleet]:
-    fleet = LocalFleet(data_dir=tmp_path_factory.mktemp("curve"), nodes=0, token=TOKEN)
-    fleet.start()
-    try:
-        client = Client(fleet.api_url, timeout_s=10)
-        wait_for("the coordinator API", lambda: bool(client.health()), fleet=fleet,
-                 timeout_s=60)
+    with LocalFleet(data_dir=tmp_path_factory.mktemp("curve"), nodes=0, token=TOKEN) as fleet:
+        joined(fleet, agents=0)
         yield fleet
-    finally:
-        fleet.stop()
-
-
-@pytest.fixture
-def client(fleet: LocalFleet) -> Client:
-    return Client(fleet.api_url, timeout_s=10)
 
 
 @contextlib.contextmanager
