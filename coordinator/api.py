@@ -32,6 +32,7 @@ from coordinator.errors import (
 from coordinator.jobs import stored_dataset, submit_job, submit_judge_job
 from coordinator.monitoring import CONTENT_TYPE, render_metrics
 from coordinator.node_state import node_state
+from coordinator.overlay_view import overlay_svg, overlay_view
 from coordinator.reports import render_text, self_contained_html
 from coordinator.results import item_record, job_report
 from coordinator.status_page import render_status_page
@@ -149,6 +150,16 @@ def create_app(*, store: st.Store, hub: Any = None) -> FastAPI:
             if node.id == node_id:
                 return node_view(node)
         raise NotFoundError(f"no node with id {node_id}; list nodes with GET /api/v1/nodes")
+
+    @app.get(f"{API}/topology", response_model=None)
+    def topology(s: StoreDep, format: Literal["json", "svg"] = "json"
+                 ) -> dict[str, Any] | Response:
+        views = [node_view(n) for n in st.list_nodes(s)]
+        fanout = getattr(hub, "fanout", 2)
+        if format == "svg":
+            return Response(overlay_svg(nodes=views, fanout=fanout),
+                            media_type="image/svg+xml")
+        return overlay_view(nodes=views, fanout=fanout)
 
     @app.post(f"{API}/nodes/{{node_id}}/revoke")
     async def revoke_node(s: StoreDep, node_id: int) -> dict[str, Any]:

@@ -67,6 +67,8 @@ def coordinator(
     token: Annotated[str | None, typer.Option(envvar="SLMFLEET_TOKEN",
                                               help="Join token (generated if absent).")] = None,
     database_url: Annotated[str | None, typer.Option(envvar="SLMFLEET_DATABASE_URL")] = None,
+    fanout: Annotated[int, typer.Option(min=1, max=64, help="Fan-out k of the overlay tree "
+                                                       "(GET /api/v1/topology).")] = 2,
     verbose: bool = False,
 ) -> None:
     """Run the coordinator: HTTP API + status page + ZeroMQ hub."""
@@ -76,7 +78,7 @@ def coordinator(
     _logging(verbose)
     settings = Settings(data_dir=data_dir, api_host=api_host, api_port=api_port,
                         hub_host=hub_host, hub_port=hub_port, token=token,
-                        database_url=database_url)
+                        database_url=database_url, fanout=fanout)
     if token is None:
         console.print(f"join token: {join_token(settings)} (in {data_dir / 'join_token'})")
     try:
@@ -433,11 +435,15 @@ def topology(
     plan: Annotated[int, typer.Option("--plan", min=0, help="Number of nodes N.")],
     fanout: Annotated[int, typer.Option(min=1, help="Fan-out k.")] = 2,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON snapshot.")] = False,
+    svg: Annotated[Path | None, typer.Option(help="Also write the overlay as SVG here.")
+                   ] = None,
 ) -> None:
     """Plan the overlay offline for N nodes and fan-out k: edges and stats."""
     from topology import Overlay
 
     overlay = Overlay(nodes=plan, fanout=fanout)
+    if svg is not None:
+        svg.write_text(overlay.svg())
     if as_json:
         console.print_json(json.dumps(overlay.snapshot()))
         return

@@ -88,13 +88,15 @@ class Hub:
 
     def __init__(self, *, store: st.Store, token: str, bind: str, keys: KeyPair,
                  heartbeat_interval_s: float = 1.0, liveness: int = 3,
-                 lease_s: float = 300.0, context: zmq.asyncio.Context | None = None) -> None:
+                 lease_s: float = 300.0, fanout: int = 2,
+                 context: zmq.asyncio.Context | None = None) -> None:
         self.store = store
         self._token = token
         self.bind = bind
         self.interval_s = heartbeat_interval_s
         self.liveness = liveness
         self.lease_s = lease_s
+        self.fanout = fanout  # of the overlay shown by GET /topology
         self._context = context or zmq.asyncio.Context.instance()
         self.public_key = keys.public
         self._gate = _KeyGate(st.revoked_keys(store))

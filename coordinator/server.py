@@ -38,6 +38,7 @@ class Settings:
     heartbeat_interval_s: float = 1.0
     liveness: int = 3
     lease_s: float = 300.0
+    fanout: int = 2
 
     @property
     def db_url(self) -> str:
@@ -88,7 +89,7 @@ async def serve(settings: Settings) -> None:
     hub = Hub(store=store, token=join_token(settings), keys=keys,
               bind=f"tcp://{settings.hub_host}:{settings.hub_port}",
               heartbeat_interval_s=settings.heartbeat_interval_s,
-              liveness=settings.liveness, lease_s=settings.lease_s)
+              liveness=settings.liveness, lease_s=settings.lease_s, fanout=settings.fanout)
     endpoint_judge.resume(store)
     requeued = st.requeue_expired(store)
     if requeued:
