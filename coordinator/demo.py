@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -60,6 +60,7 @@ class LocalFleet:
     nodes: int
     token: str = "demo-token"
     agent_args: tuple[str, ...] = ("--runtime", "process")
+    hub_host: str = "127.0.0.1"  # the address the hub binds and agents connect to
     api_port: int = field(default_factory=free_port)
     hub_port: int = field(default_factory=free_port)
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -68,24 +69,27 @@ class LocalFleet:
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
 
-    def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
+    def _spawn(self, args: list[str], log_name: str, *, wrapper: Sequence[str] = ()
+               ) -> subprocess.Popen[bytes]:
         log_path = self.data_dir / "logs" / log_name
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "coordinator.cli", *args], stdout=log,
+                [*wrapper, sys.executable, "-m", "coordinator.cli", *args], stdout=log,
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         self.processes.append(process)
         return process
 
-    def spawn_agent(self, name: str, *extra: str) -> subprocess.Popen[bytes]:
+    def spawn_agent(self, name: str, *extra: str, wrapper: Sequence[str] = ()
+                    ) -> subprocess.Popen[bytes]:
         """Start one more agent called `name` (its cache in data_dir/name); `extra` args
-        replace the fleet's `agent_args` when given."""
-        return self._spawn(["agent", "--coordinator", f"127.0.0.1:{self.hub_port}",
+        replace the fleet's `agent_args` when given; `wrapper` prefixes the command (e.g.
+        `ip netns exec HOST` to run it on another network stack)."""
+        return self._spawn(["agent", "--coordinator", f"{self.hub_host}:{self.hub_port}",
                             "--token", self.token, "--name", name,
                             "--coordinator-key", str(self.hub_key_file),
                             "--cache-dir", str(self.data_dir / name),
-                            *(extra or self.agent_args)], f"{name}.log")
+                            *(extra or self.agent_args)], f"{name}.log", wrapper=wrapper)
 
     @property
     def hub_key_file(self) -> Path:
@@ -96,6 +100,7 @@ class LocalFleet:
         curve.load_or_create(self.data_dir / "coordinator", "hub")
         self._spawn(["coordinator", "--data-dir", str(self.data_dir / "coordinator"),
                      "--api-port", str(self.api_port), "--hub-port", str(self.hub_port),
+                     "--hub-host", self.hub_host,
                      "--token", self.token], "coordinator.log")
         for index in range(1, self.nodes + 1):
             self.spawn_agent(f"local-{index}")

@@ -309,8 +309,12 @@ class Hub:
             for peer, session in list(self.peers.items()):
                 if not peer_alive(last_seen=session.last_seen, now=now,
                                   interval_s=self.interval_s, liveness=self.liveness):
-                    log.warning("node %d fell silent; dropped", session.node_id)
                     del self.peers[peer]
+                    # its leases go back to the queue now, not when they expire; a late
+                    # result from it no longer matches a live lease and is discarded
+                    requeued = st.requeue_node_leases(self.store, node_id=session.node_id)
+                    log.warning("node %d fell silent; dropped, %d leased items requeued",
+                                session.node_id, requeued)
                     continue
                 seen[session.node_id] = utcnow()
                 await self._send(peer, Heartbeat(seq=int(now)))
