@@ -109,6 +109,10 @@ def agent(
         envvar="SLMFLEET_RUNTIME",
         help="Worker runtime: docker, process, or auto (docker on a Raspberry Pi whose "
              "Docker engine answers, else process).")] = "auto",
+    cache_limit_mb: Annotated[int | None, typer.Option(
+        envvar="SLMFLEET_CACHE_LIMIT_MB", min=1,
+        help="Size limit of the model cache, MiB; least recently used models no worker "
+             "wants are evicted to make room (default: no limit).")] = None,
     worker_image: Annotated[str, typer.Option(
         envvar="SLMFLEET_WORKER_IMAGE", help="docker: the worker image.")
     ] = "slmfleet-worker:latest",
@@ -149,7 +153,7 @@ def agent(
     except curve.CurveKeyError as exc:
         raise _fail(str(exc), 2) from None
     config = AgentConfig(coordinator=coordinator, token=token, cache_dir=cache.resolve(),
-                         coordinator_key=server_key,
+                         coordinator_key=server_key, cache_limit_mb=cache_limit_mb,
                          runtime=chosen, docker=DockerSettings(
                              image=worker_image, network=worker_network, base_url=docker_url,
                              max_cpus=worker_cpus, max_memory_mb=worker_memory_mb))

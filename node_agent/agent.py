@@ -86,6 +86,7 @@ class AgentConfig:
     request_timeout_s: float = 600.0
     coordinator_key: bytes = b""  # the hub's CURVE public key (Z85)
     runtime: str = "process"  # or docker
+    cache_limit_mb: int | None = None  # model cache size; LRU eviction beyond it
     docker: DockerSettings = field(default_factory=DockerSettings)
 
 
@@ -105,7 +106,9 @@ class Agent:
         self.config = config
         self._context = zmq.asyncio.Context()
         self._runtime = runtime or self._make_runtime()
-        self.store = ModelStore(config.cache_dir / "models")
+        self.store = ModelStore(config.cache_dir / "models",
+                                limit_bytes=config.cache_limit_mb * 2**20
+                                if config.cache_limit_mb else None)
         self._socket: zmq.asyncio.Socket | None = None
         self._connected = asyncio.Event()
         self._last_seen = 0.0
@@ -376,6 +379,10 @@ class Agent:
     async def _download(self, spec: WorkerSpec) -> None:
         queue = self._chunks.setdefault(spec.sha256, asyncio.Queue())
         try:
+            evicted = self.store.make_room(spec.sha256, size=spec.size, keep={
+                s.sha256 for s in self._desired.values()})
+            for sha in evicted:
+                log.info("evicted model %s from the cache (least recently used)", sha[:12])
             offset = self.store.received(spec.sha256)
             while offset < spec.size:
                 _drain(queue)
@@ -399,8 +406,10 @@ class Agent:
                     log.warning("download of %s stalled (%s); resuming", spec.model, exc)
                     offset = self.store.received(spec.sha256)
             self.store.finish(spec.sha256)
+            self._node_errors.pop(f"download {spec.model}", None)
             log.info("model %s stored (%d bytes, sha256 verified)", spec.model, spec.size)
         except ModelStoreError as exc:
+            self._node_errors[f"download {spec.model}"] = f"download of {spec.model}: {exc}"
             self._fail(spec.model, f"download of {spec.model} failed: {exc}")
         finally:
             self._downloads.pop(spec.sha256, None)
@@ -409,6 +418,7 @@ class Agent:
 
     async def _run_worker(self, worker: _Worker) -> None:
         spec = worker.spec
+        self.store.touch(spec.sha256)
         try:
             worker.handle = await self._runtime.start(
                 spec, path=self.store.path(spec.sha256),

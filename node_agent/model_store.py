@@ -3,12 +3,17 @@
 Files arrive in chunks written at their offsets into `<sha>.part`; a download resumes
 from the part file's size; a finished file is verified against its sha256 before it is
 renamed into place, so a model in the store is always whole and correct.
+
+With a size limit the store is an LRU cache: before a download it evicts the models used
+least recently (a file's mtime is its last use) that no worker wants now, and it refuses
+the download, saying by how much, when even that would not make room.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Collection
 from pathlib import Path
 
 from node_agent.errors import ModelStoreError
@@ -27,9 +32,50 @@ def sha256_file(path: Path, *, block: int = 1 << 20) -> str:
 class ModelStore:
     """A directory of verified model files named by their sha256."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, limit_bytes: int | None = None) -> None:
         self.root = root
+        self.limit_bytes = limit_bytes
         self.root.mkdir(parents=True, exist_ok=True)
+
+    def used_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.root.iterdir()
+                   if f.suffix in (".gguf", ".part"))
+
+    def touch(self, sha256: str) -> None:
+        """Mark a stored model as just used (for LRU eviction)."""
+        if self.has(sha256):
+            self.path(sha256).touch()
+
+    def make_room(self, sha256: str, *, size: int, keep: Collection[str]) -> list[str]:
+        """Evict least recently used models outside `keep` until `sha256` (of `size` bytes,
+        part of which may be on disk already) fits under the limit; returns the evicted.
+
+        Raises ModelStoreError, and evicts nothing, when it cannot fit.
+        """
+        if self.limit_bytes is None:
+            return []
+        needed = size - self.received(sha256)
+        used = self.used_bytes()
+        if used + needed <= self.limit_bytes:
+            return []
+        candidates = sorted((f for f in self.root.glob("*.gguf")
+                             if f.stem not in keep and f.stem != sha256),
+                            key=lambda f: f.stat().st_mtime)
+        freeable = sum(f.stat().st_size for f in candidates)
+        if used - freeable + needed > self.limit_bytes:
+            raise ModelStoreError(
+                f"model {sha256[:12]} ({size / 2**20:.0f} MiB) does not fit the model cache "
+                f"limit of {self.limit_bytes / 2**20:.0f} MiB: the models in use take "
+                f"{(used - freeable) / 2**20:.0f} MiB; raise --cache-limit-mb or remove a "
+                "model")
+        evicted = []
+        for victim in candidates:
+            if used + needed <= self.limit_bytes:
+                break
+            used -= victim.stat().st_size
+            victim.unlink()
+            evicted.append(victim.stem)
+        return evicted
 
     def path(self, sha256: str) -> Path:
         return self.root / f"{sha256}.gguf"

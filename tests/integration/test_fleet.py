@@ -351,3 +351,21 @@ def test_cancel_stops_a_running_job_on_the_fleet(fleet: LocalFleet, client: Clie
     scraped = httpx.get(f"{fleet.api_url}/metrics", timeout=10).text
     assert 'slmfleet_jobs{state="cancelled"} 1.0' in scraped
     assert 'slmfleet_nodes{state="ready"}' in scraped or 'slmfleet_nodes{state="busy"}' in scraped
+
+
+def test_a_model_cache_too_small_for_the_model_is_a_node_error(fleet: LocalFleet,
+                                                                client: Client) -> None:
+    process = fleet.spawn_agent("tight-cache", "--runtime", "process", "--cache-limit-mb", "1")
+    try:
+        def errors() -> str:
+            return " ".join(e for n in client.nodes() if n["name"] == "tight-cache"
+                            for e in n["errors"])
+
+        wait_for("the cache limit to be reported",
+                 lambda: "does not fit the model cache limit of 1 MiB" in errors(),
+                 fleet=fleet, timeout_s=60)
+        assert not list((fleet.data_dir / "tight-cache" / "models").glob("*.gguf"))
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        fleet.processes.remove(process)
