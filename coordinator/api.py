@@ -159,7 +159,8 @@ def create_app(*, store: st.Store, hub: Any = None) -> FastAPI:
         if format == "svg":
             return Response(overlay_svg(nodes=views, fanout=fanout),
                             media_type="image/svg+xml")
-        return overlay_view(nodes=views, fanout=fanout)
+        routes = hub.routes() if hub is not None and hasattr(hub, "routes") else None
+        return overlay_view(nodes=views, fanout=fanout, routes=routes)
 
     @app.post(f"{API}/nodes/{{node_id}}/revoke")
     async def revoke_node(s: StoreDep, node_id: int) -> dict[str, Any]:

@@ -109,6 +109,13 @@ def agent(
         envvar="SLMFLEET_RUNTIME",
         help="Worker runtime: docker, process, or auto (docker on a Raspberry Pi whose "
              "Docker engine answers, else process).")] = "auto",
+    relay_bind: Annotated[str | None, typer.Option(
+        envvar="SLMFLEET_RELAY_BIND",
+        help="HOST:PORT to relay on for this node's overlay children (e.g. 0.0.0.0:5556); "
+             "without it the node is a leaf and its children go around it.")] = None,
+    relay_address: Annotated[str | None, typer.Option(
+        envvar="SLMFLEET_RELAY_ADDRESS",
+        help="HOST:PORT other nodes reach the relay at (default: --relay-bind).")] = None,
     cache_limit_mb: Annotated[int | None, typer.Option(
         envvar="SLMFLEET_CACHE_LIMIT_MB", min=1,
         help="Size limit of the model cache, MiB; least recently used models no worker "
@@ -154,6 +161,7 @@ def agent(
         raise _fail(str(exc), 2) from None
     config = AgentConfig(coordinator=coordinator, token=token, cache_dir=cache.resolve(),
                          coordinator_key=server_key, cache_limit_mb=cache_limit_mb,
+                         relay_bind=relay_bind, relay_address=relay_address or relay_bind,
                          runtime=chosen, docker=DockerSettings(
                              image=worker_image, network=worker_network, base_url=docker_url,
                              max_cpus=worker_cpus, max_memory_mb=worker_memory_mb))

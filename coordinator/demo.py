@@ -61,6 +61,7 @@ class LocalFleet:
     token: str = "demo-token"
     agent_args: tuple[str, ...] = ("--runtime", "process")
     hub_host: str = "127.0.0.1"  # the address the hub binds and agents connect to
+    coordinator_args: tuple[str, ...] = ()
     api_port: int = field(default_factory=free_port)
     hub_port: int = field(default_factory=free_port)
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -100,7 +101,7 @@ class LocalFleet:
         curve.load_or_create(self.data_dir / "coordinator", "hub")
         self._spawn(["coordinator", "--data-dir", str(self.data_dir / "coordinator"),
                      "--api-port", str(self.api_port), "--hub-port", str(self.hub_port),
-                     "--hub-host", self.hub_host,
+                     "--hub-host", self.hub_host, *self.coordinator_args,
                      "--token", self.token], "coordinator.log")
         for index in range(1, self.nodes + 1):
             self.spawn_agent(f"local-{index}")

@@ -29,6 +29,7 @@ from coordinator import store as st
 from coordinator.db import WorkItemRow, utcnow
 from coordinator.errors import SlmfleetError
 from coordinator.evaluation.tasks import get_task
+from node_agent import relay
 from node_agent.curve import KeyPair
 from node_agent.errors import ProtocolError
 from node_agent.liveness import peer_alive
@@ -40,10 +41,13 @@ from node_agent.protocol import (
     DesiredWorkers,
     ErrorReply,
     Heartbeat,
+    LeasesHeld,
     Metrics,
     NoWork,
+    OverlayPeer,
     Register,
     Rejected,
+    Topology,
     Welcome,
     WorkerSpec,
     WorkLease,
@@ -62,6 +66,7 @@ class Peer:
     node_id: int
     last_seen: float
     key: bytes = b""
+    relay: str | None = None  # where the node relays for its overlay children
 
 
 class _KeyGate:
@@ -109,7 +114,8 @@ class Hub:
         self._socket.setsockopt(zmq.ROUTER_MANDATORY, 0)
         self.port = self._socket.bind_to_random_port(bind.rsplit(":", 1)[0]) \
             if bind.endswith(":0") else self._bind(bind)
-        self.peers: dict[bytes, Peer] = {}
+        self.peers: dict[bytes, Peer] = {}  # by the origin's routing id
+        self._paths: dict[bytes, list[bytes]] = {}  # how to reach an origin: its last path
         self._recording: set[asyncio.Task[None]] = set()
         self.rejected_messages = 0
 
@@ -123,7 +129,7 @@ class Hub:
             while True:
                 frames = await self._socket.recv_multipart(copy=False)
                 key = str(frames[-1].get("User-Id") or "").encode()
-                await self._handle(frames[0].bytes, [f.bytes for f in frames[1:]], key=key)
+                await self._arrived(frames[0].bytes, key, [f.bytes for f in frames[1:]])
         finally:
             ticker.cancel()
             self._socket.close(linger=0)
@@ -144,9 +150,25 @@ class Hub:
                                                 "operator; it may join again only with a "
                                                 "new key", reregister=False))
 
+    async def _arrived(self, direct: bytes, key: bytes, frames: list[bytes]) -> None:
+        """Unwrap relayed frames (only live nodes may relay) and handle the message."""
+        try:
+            path, origin_key, frames = relay.unwrap(direct, key, frames)
+        except ProtocolError as exc:
+            self.rejected_messages += 1
+            log.warning("rejected relayed frames from peer %s: %s", direct.hex()[:8], exc)
+            return
+        if len(path) > 1 and not any(s.key == key for s in self.peers.values()):
+            self.rejected_messages += 1
+            log.warning("dropped frames relayed by a peer that is not a live node")
+            return
+        self._paths[path[-1]] = path
+        await self._handle(path[-1], frames, key=origin_key)
+
     async def _send(self, peer: bytes, message: _Msg, data: bytes | None = None) -> None:
+        frames = relay.wrap_down(self._paths.get(peer, [peer]), encode(message, data))
         with contextlib.suppress(zmq.ZMQError):
-            await self._socket.send_multipart([peer, *encode(message, data)])
+            await self._socket.send_multipart(frames)
 
     async def _handle(self, peer: bytes, frames: list[bytes], *, key: bytes) -> None:
         try:
@@ -201,11 +223,39 @@ class Hub:
         if requeued:
             log.warning("node %d registered again; requeued its %d leased items", node.id,
                         requeued)
-        self.peers[peer] = Peer(node_id=node.id, last_seen=time.monotonic(), key=key)
+        self.peers[peer] = Peer(node_id=node.id, last_seen=time.monotonic(), key=key,
+                                relay=message.relay)
         log.info("node %d (%s) registered", node.id, message.name)
         await self._send(peer, Welcome(node_id=node.id, heartbeat_interval_s=self.interval_s,
                                        liveness=self.liveness, parent=0))
         await self._send(peer, self.desired_workers())
+        await self.push_topology()
+
+    def routes(self) -> dict[int, list[int]]:
+        """For each live node, the nodes its traffic last came through: the hub's neighbour
+        first, the node itself last (a single entry: it is linked to the hub directly)."""
+        node_of = {origin: s.node_id for origin, s in self.peers.items()}
+        return {s.node_id: [node_of.get(hop, 0) for hop in self._paths.get(origin, [origin])]
+                for origin, s in self.peers.items()}
+
+    def placement(self) -> list[tuple[int, int, str]]:
+        """(position, node id, public key) of every pinned node, positions in join order:
+        node ids never change, so neither do positions (but for revoked nodes)."""
+        nodes = [n for n in st.list_nodes(self.store) if n.public_key]
+        return [(i, n.id, n.public_key or "") for i, n in enumerate(nodes, start=1)]
+
+    async def push_topology(self) -> None:
+        """Tell every live node the overlay: its position, and every node's relay and key."""
+        live = {s.node_id: s for s in self.peers.values()}
+        placed = self.placement()
+        nodes = tuple(OverlayPeer(position=p, node_id=n, public_key=k, up=n in live,
+                                  relay=live[n].relay if n in live else None)
+                      for p, n, k in placed)
+        for peer, session in list(self.peers.items()):
+            where = next((p for p, n, _ in placed if n == session.node_id), None)
+            if where is not None:
+                await self._send(peer, Topology(position=where, fanout=self.fanout,
+                                                nodes=nodes))
 
     def desired_workers(self) -> DesiredWorkers:
         return DesiredWorkers(workers=tuple(
@@ -246,9 +296,16 @@ class Hub:
                 recording = asyncio.create_task(self._record_result(session, message))
                 self._recording.add(recording)
                 recording.add_done_callback(self._recorded)
+            case LeasesHeld():  # it moved routes: leases sent meanwhile may be lost
+                requeued = st.requeue_node_leases(self.store, node_id=session.node_id,
+                                                  keep=message.lease_ids)
+                if requeued:
+                    log.warning("node %d changed routes; requeued %d leases it never got",
+                                session.node_id, requeued)
             case Bye():
                 st.mark_left(self.store, node_id=session.node_id)
                 del self.peers[peer]
+                await self.push_topology()
             case _:
                 await self._send(peer, ErrorReply(
                     code="unexpected", message=f"{type(message).__name__} is not accepted "
@@ -306,6 +363,7 @@ class Hub:
                 for session in self.peers.values():
                     session.last_seen += stall
             seen: dict[int, Any] = {}
+            dropped = False
             for peer, session in list(self.peers.items()):
                 if not peer_alive(last_seen=session.last_seen, now=now,
                                   interval_s=self.interval_s, liveness=self.liveness):
@@ -315,10 +373,15 @@ class Hub:
                     requeued = st.requeue_node_leases(self.store, node_id=session.node_id)
                     log.warning("node %d fell silent; dropped, %d leased items requeued",
                                 session.node_id, requeued)
+                    dropped = True
                     continue
                 seen[session.node_id] = utcnow()
                 await self._send(peer, Heartbeat(seq=int(now)))
             st.touch_nodes(self.store, seen=seen)
+            if dropped:
+                await self.push_topology()
+            for origin in [o for o in self._paths if o not in self.peers]:
+                del self._paths[origin]  # unregistered senders: keep no routes for them
             requeued = st.requeue_expired(self.store)
             if requeued:
                 log.warning("requeued %d work items whose lease expired", requeued)

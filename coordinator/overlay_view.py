@@ -2,14 +2,14 @@
 Bruijn overlay in join order (node ids are stable, so positions are too), with which
 nodes and links are up and each node's route to the coordinator around the ones down.
 
-Agents still connect straight to the hub (a star); this is the layout that relaying
-along the overlay uses, computed from live node states so an operator can see what a
-failure would cost.
+Each live node's `via` lists the positions its traffic actually passed through on the
+way to the hub (nearest first; empty when it is linked to the hub directly), as the hub
+saw it in the node's last message; `mode` is `overlay` once any node is relayed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from topology import ROOT, Overlay
@@ -17,8 +17,11 @@ from topology import ROOT, Overlay
 UP_STATES = ("ready", "busy")
 
 
-def overlay_view(*, nodes: Sequence[dict[str, Any]], fanout: int) -> dict[str, Any]:
-    """`nodes` are API node views (id, name, state), in any order."""
+def overlay_view(*, nodes: Sequence[dict[str, Any]], fanout: int,
+                 routes: Mapping[int, list[int]] | None = None) -> dict[str, Any]:
+    """`nodes` are API node views (id, name, state), in any order; `routes` the hub's
+    observed paths (node ids, the hub's neighbour first) of the live nodes."""
+    routes = routes or {}
     placed = sorted(nodes, key=lambda n: n["id"])
     overlay = Overlay(nodes=len(placed), fanout=fanout)
     position = {n["id"]: index for index, n in enumerate(placed, start=1)}
@@ -31,10 +34,14 @@ def overlay_view(*, nodes: Sequence[dict[str, Any]], fanout: int) -> dict[str, A
         rows.append({"position": where, "node_id": node["id"], "name": node["name"],
                      "state": node["state"], "up": where not in down,
                      "parent": overlay.parent(where),
-                     "route_to_root": overlay.route_to_root(where, down=down)})
+                     "route_to_root": overlay.route_to_root(where, down=down),
+                     "via": [position.get(n, 0) for n in reversed(routes[node["id"]][:-1])]
+                     if node["id"] in routes else None})
     edges = [{"a": e.a, "b": e.b, "kind": e.kind, "up": not down & {e.a, e.b}}
              for e in overlay.edges()]
-    return {"mode": "star", "fanout": fanout, "nodes": rows, "edges": edges,
+    relayed = any(len(r) > 1 for r in routes.values())
+    return {"mode": "overlay" if relayed else "star", "fanout": fanout, "nodes": rows,
+            "edges": edges,
             "down": sorted(down), "stats": vars(overlay.stats()),
             "cut_off": [r["position"] for r in rows[1:]
                         if r["up"] and r["route_to_root"] is None]}

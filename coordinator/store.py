@@ -8,7 +8,7 @@ duplicate results are discarded and counted.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -379,12 +379,14 @@ def requeue_expired(store: Store, *, now: datetime | None = None) -> int:
         return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def requeue_node_leases(store: Store, *, node_id: int) -> int:
-    """Return every item leased to `node_id` to the queue; the number requeued."""
+def requeue_node_leases(store: Store, *, node_id: int, keep: Collection[str] = ()) -> int:
+    """Return every item leased to `node_id` to the queue, except leases in `keep` (which
+    the node says it holds); the number requeued."""
     with store.session.begin() as s:
         result = s.execute(update(WorkItemRow)
                            .where(WorkItemRow.status == "leased",
-                                  WorkItemRow.lease_node == node_id)
+                                  WorkItemRow.lease_node == node_id,
+                                  WorkItemRow.lease_id.not_in(list(keep)))
                            .values(status="pending", lease_id=None, lease_deadline=None,
                                    lease_node=None))
         return int(result.rowcount)  # type: ignore[attr-defined]

@@ -15,6 +15,7 @@ import signal
 import socket as pysocket
 import time
 import uuid
+from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,17 +37,20 @@ from node_agent.liveness import backoff_delay, peer_alive
 from node_agent.model_store import ModelStore
 from node_agent.protocol import (
     PROTOCOL_VERSION,
+    RELAY,
     Bye,
     Chunk,
     ChunkRequest,
     DesiredWorkers,
     ErrorReply,
     Heartbeat,
+    LeasesHeld,
     Measurement,
     Metrics,
     NoWork,
     Register,
     Rejected,
+    Topology,
     Welcome,
     WorkerSpec,
     WorkerStatus,
@@ -58,6 +62,7 @@ from node_agent.protocol import (
     encode,
 )
 from node_agent.reconcile import Download, ObservedWorker, Remove, Start, Stop, plan
+from node_agent.relay import HUB, RelayServer, Upstream, choose_upstream
 from node_agent.runtime import CompletionRequest, ProcessRuntime, WorkerHandle, WorkerRuntime
 
 log = logging.getLogger("slmfleet.agent")
@@ -66,6 +71,7 @@ CHUNK_BYTES = 1 << 20
 CHUNK_WINDOW = 8
 RUNTIME_RECHECK_S = 10.0  # how often an unavailable runtime (no engine, no image) is retried
 LEFTOVER_SCAN_S = 30.0
+DEAD_FOR_S = 30.0  # a relay found dead is avoided this long, then tried again
 
 
 class RegistrationRefused(AgentError):
@@ -85,6 +91,8 @@ class AgentConfig:
     worker_start_timeout_s: float = 300.0
     request_timeout_s: float = 600.0
     coordinator_key: bytes = b""  # the hub's CURVE public key (Z85)
+    relay_bind: str | None = None  # HOST:PORT to relay on for overlay children
+    relay_address: str | None = None  # HOST:PORT children reach it at
     runtime: str = "process"  # or docker
     cache_limit_mb: int | None = None  # model cache size; LRU eviction beyond it
     docker: DockerSettings = field(default_factory=DockerSettings)
@@ -97,6 +105,7 @@ class _Worker:
     handle: WorkerHandle | None = None
     task: asyncio.Task[None] | None = None
     detail: str = ""
+    lease: str | None = None  # the lease its worker is serving now
 
 
 class Agent:
@@ -132,6 +141,11 @@ class Agent:
         self._crashed: BaseException | None = None
         self._facts = hardware.hardware_facts(model_dir=config.cache_dir)
         self._keys = curve.load_or_create(config.cache_dir, "agent")
+        self._topology: Topology | None = None
+        self._via: Upstream = HUB
+        self._dead: dict[int, float] = {}  # overlay positions found dead, until when
+        self._relay: RelayServer | None = None
+        self._sent_results: deque[tuple[float, WorkResult]] = deque(maxlen=256)
 
     def _make_runtime(self) -> WorkerRuntime:
         if self.config.runtime == "docker":
@@ -173,6 +187,10 @@ class Agent:
         self._main = asyncio.current_task()
         background = [self._spawn(self._reconcile_loop(), name="reconcile"),
                       self._spawn(self._metrics_loop(), name="metrics")]
+        if self.config.relay_bind:
+            self._relay = RelayServer(context=self._context, keys=self._keys,
+                                      bind=self.config.relay_bind)
+            background.append(self._spawn(self._relay.run(self._send_up), name="relay"))
         attempt = 0
         try:
             while True:
@@ -186,39 +204,98 @@ class Agent:
                 task.cancel()
             for worker in list(self._workers.values()):
                 await self._stop_worker(worker)
+            if self._relay is not None:
+                self._relay.close()
             self._context.destroy(linger=0)
             if self._crashed is not None:
                 raise AgentError(f"agent stopped after an internal error: "
                                  f"{self._crashed!r}") from self._crashed
 
-    async def _session(self) -> bool:
-        host = self.config.coordinator
+    def _uplink(self, routing_id: bytes) -> zmq.asyncio.Socket:
+        """A DEALER to the next hop toward the coordinator (the hub, or a relay)."""
+        now = time.monotonic()
+        dead = frozenset(p for p, until in self._dead.items() if until > now)
+        self._via = choose_upstream(self._topology, down=dead)
         sock = self._context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
-        self._keys.apply_client(sock, server_key=self.config.coordinator_key)
-        sock.setsockopt(zmq.ROUTING_ID, uuid.uuid4().bytes)
-        sock.connect(f"tcp://{host}")
+        sock.setsockopt(zmq.ROUTING_ID, routing_id)
+        if self._via.endpoint is None:
+            self._keys.apply_client(sock, server_key=self.config.coordinator_key)
+            sock.connect(f"tcp://{self.config.coordinator}")
+        else:
+            assert self._via.public_key is not None
+            self._keys.apply_client(sock, server_key=self._via.public_key)
+            sock.connect(f"tcp://{self._via.endpoint}")
         self._socket = sock
+        return sock
+
+    async def _reroute(self, sock: zmq.asyncio.Socket, routing_id: bytes, *, why: str
+                       ) -> zmq.asyncio.Socket:
+        """Move this session to the current best route; the hub learns the new path from
+        the heartbeat sent at once (the session and its leases carry on)."""
+        before = self._via.position
+        sock.close(linger=0)
+        sock = self._uplink(routing_id)
+        log.info("%s: now via %s (was %s)", why, self._via.position or "the hub",
+                 before or "the hub")
+        self._last_seen = time.monotonic()
+        # results sent lately may have died with the old route: send them again (the hub
+        # records each once and discards repeats), and say which leases are still held
+        horizon = time.monotonic() - self._interval * (self._liveness + 2)
+        again = [result for sent, result in self._sent_results if sent >= horizon]
+        held = tuple(lease for w in self._workers.values() if (lease := w.lease) is not None)
+        with contextlib.suppress(zmq.ZMQError):
+            await sock.send_multipart(encode(Heartbeat(seq=0)), flags=zmq.NOBLOCK)
+            for result in again:
+                await sock.send_multipart(encode(result), flags=zmq.NOBLOCK)
+            await sock.send_multipart(encode(LeasesHeld(lease_ids=held)), flags=zmq.NOBLOCK)
+        return sock
+
+    async def _session(self) -> bool:
+        routing_id = uuid.uuid4().bytes
+        sock = self._uplink(routing_id)
         welcomed = False
         await sock.send_multipart(encode(Register(
             protocol=PROTOCOL_VERSION, token=self.config.token, name=self.config.name,
-            facts=self._facts, runtime=self._runtime.name)))  # type: ignore[arg-type]
+            facts=self._facts, runtime=self._runtime.name,  # type: ignore[arg-type]
+            relay=self.config.relay_address)))
         self._last_seen = time.monotonic()
         heartbeat = self._spawn(self._heartbeat_loop(), name="heartbeat")
         try:
-            while peer_alive(last_seen=self._last_seen, now=time.monotonic(),
-                             interval_s=self._interval, liveness=self._liveness * 2
-                             if not welcomed else self._liveness):
+            while True:
+                if not peer_alive(last_seen=self._last_seen, now=time.monotonic(),
+                                  interval_s=self._interval, liveness=self._liveness * 2
+                                  if not welcomed else self._liveness):
+                    if self._via == HUB:
+                        return welcomed
+                    # the relay, or the path beyond it, is dead: go around it
+                    self._dead[self._via.position] = time.monotonic() + DEAD_FOR_S
+                    sock = await self._reroute(sock, routing_id, why=f"relay {self._via.position} "
+                                               "fell silent")
+                    continue
                 if not await sock.poll(timeout=int(self._interval * 1000)):
                     continue
                 frames = await sock.recv_multipart()
                 self._last_seen = time.monotonic()
+                if frames[0] == RELAY:  # for one of this node's overlay children
+                    if self._relay is not None and len(frames) >= 3:
+                        await self._relay.send_down(frames[1:])
+                    continue
                 try:
                     message, data = decode(frames)
                 except ProtocolError as exc:
                     log.warning("dropped a bad message from the coordinator: %s", exc)
                     continue
                 match message:
+                    case Topology():
+                        self._topology = message
+                        if self._relay is not None:
+                            self._relay.admit(message)
+                        now = time.monotonic()
+                        dead = frozenset(p for p, until in self._dead.items() if until > now)
+                        if choose_upstream(message, down=dead) != self._via:
+                            sock = await self._reroute(sock, routing_id,
+                                                       why="the overlay changed")
                     case Welcome():
                         welcomed = True
                         self.node_id = message.node_id
@@ -247,6 +324,14 @@ class Agent:
                 _drain(queue)
             sock.close(linger=500)
             self._socket = None
+
+    async def _send_up(self, frames: list[bytes]) -> None:
+        """Pass a child's frames toward the coordinator (dropped while this node has no
+        route: the child then finds another)."""
+        sock = self._socket
+        if sock is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                await sock.send_multipart(frames, flags=zmq.NOBLOCK)
 
     def _dispatch(self, message: _Msg, data: bytes | None) -> None:
         match message:
@@ -447,8 +532,10 @@ class Agent:
             if isinstance(reply, NoWork):
                 await asyncio.sleep(reply.retry_after_s)
                 continue
-            worker.state = "busy"
+            worker.state, worker.lease = "busy", reply.lease_id
             result = await self._execute(handle, reply)
+            worker.lease = None
+            self._sent_results.append((time.monotonic(), result))
             worker.state = "ready" if handle.alive() else "failed"
             if result.error is None:  # it serves: a later crash backs off from the start
                 self._failures.pop(model, None)

@@ -17,6 +17,10 @@ from node_agent.hardware import HardwareFacts, NodeMetrics
 
 PROTOCOL_VERSION = 2
 MAX_JSON_FRAME = 4 * 1024 * 1024
+# Relayed frames: a relay prepends [RELAY, child routing id, child public key] to what a
+# child sends up, and the hub prepends [RELAY, child routing id] per hop to what it sends
+# down. The marker cannot start a JSON message, so it cannot be mistaken for one.
+RELAY = b"\x00relay"
 
 NodeId = NewType("NodeId", int)
 LeaseId = NewType("LeaseId", str)
@@ -72,6 +76,7 @@ class Register(_Msg):
     name: str = Field(min_length=1, max_length=128)
     facts: HardwareFacts
     runtime: Literal["process", "docker"] = "process"
+    relay: str | None = Field(default=None, max_length=255)  # HOST:PORT it relays on
 
 
 class Heartbeat(_Msg):
@@ -113,6 +118,14 @@ class WorkResult(_Msg):
     error: str | None = None
 
 
+class LeasesHeld(_Msg):
+    """After moving to another route: the leases this node still works on, and so that
+    any other lease sent to it may have been lost on the old route."""
+
+    type: Literal["leases_held"] = "leases_held"
+    lease_ids: tuple[str, ...]
+
+
 class Bye(_Msg):
     """The agent's last message, sent when it stops on purpose."""
 
@@ -137,6 +150,26 @@ class Rejected(_Msg):
     type: Literal["rejected"] = "rejected"
     reason: str
     reregister: bool = False
+
+
+class OverlayPeer(_Msg):
+    """A node as placed in the overlay: where its relay listens and its public key."""
+
+    position: int = Field(ge=1)
+    node_id: int = Field(ge=1)
+    relay: str | None = None
+    public_key: str = Field(min_length=40, max_length=40)
+    up: bool
+
+
+class Topology(_Msg):
+    """The overlay as the coordinator sees it, sent when it changes: the receiving agent's
+    position and every placed node; agents route toward the root along it."""
+
+    type: Literal["topology"] = "topology"
+    position: int = Field(ge=1)
+    fanout: int = Field(ge=1)
+    nodes: tuple[OverlayPeer, ...]
 
 
 class DesiredWorkers(_Msg):
@@ -188,10 +221,12 @@ Message = Annotated[
     | ChunkRequest
     | WorkRequest
     | WorkResult
+    | LeasesHeld
     | Bye
     | Welcome
     | Rejected
     | DesiredWorkers
+    | Topology
     | Chunk
     | WorkLease
     | NoWork

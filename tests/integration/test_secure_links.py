@@ -39,6 +39,7 @@ def dealer(fleet: LocalFleet, *, keys: curve.KeyPair | None,
     context = zmq.Context()
     sock = context.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDTIMEO, 3000)  # a refused handshake leaves no peer to send to
     if keys is not None:
         keys.apply_client(sock, server_key=server_key or
                           curve.parse_public_key(str(fleet.hub_key_file)))
@@ -50,19 +51,25 @@ def dealer(fleet: LocalFleet, *, keys: curve.KeyPair | None,
         context.term()
 
 
-def register(sock: zmq.Socket[bytes], name: str) -> None:
-    sock.send_multipart(encode(Register(protocol=PROTOCOL_VERSION, token=TOKEN, name=name,
-                                        facts=hardware_facts())))
+def register(sock: zmq.Socket[bytes], name: str) -> bool:
+    """Send a registration; False if no connection to the hub ever came up to take it."""
+    try:
+        sock.send_multipart(encode(Register(protocol=PROTOCOL_VERSION, token=TOKEN,
+                                            name=name, facts=hardware_facts())))
+    except zmq.Again:
+        return False
+    return True
 
 
 def reply(sock: zmq.Socket[bytes], *, timeout_s: float = 5.0) -> dict[str, object] | None:
-    """The hub's next answer that is not routine (desired workers, heartbeats), or None."""
+    """The hub's next answer that is not routine (desired workers, heartbeats, the
+    overlay), or None."""
     deadline = time.monotonic() + timeout_s
     while (left := deadline - time.monotonic()) > 0:
         if not sock.poll(timeout=int(left * 1000)):
             return None
         body: dict[str, object] = json.loads(sock.recv_multipart()[0])
-        if body["type"] not in ("desired_workers", "heartbeat"):
+        if body["type"] not in ("desired_workers", "heartbeat", "topology"):
             return body
     return None
 

@@ -65,6 +65,7 @@ class NetLab:
         self.made.append(("link", "del", self.bridge))
         _ip("addr", "add", f"{self.gateway}/24", "dev", self.bridge)
         _ip("link", "set", self.bridge, "up")
+        self._allow_host_to_host()
         for host in range(1, self.hosts + 1):
             ns, veth, peer = self.netns(host), self._veth(host), f"{self.tag}p{host}"
             _ip("netns", "add", ns)
@@ -79,9 +80,22 @@ class NetLab:
             _ip("link", "set", peer, "up", netns=ns)
         return self
 
+    def _allow_host_to_host(self) -> None:
+        """Let hosts reach each other across the bridge. With br_netfilter loaded (Docker
+        loads it) bridged frames pass iptables' FORWARD chain, whose policy Docker sets to
+        DROP; this accepts our bridge's own traffic only, and `close()` removes the rule."""
+        rule = ["FORWARD", "-i", self.bridge, "-o", self.bridge, "-j", "ACCEPT"]
+        if shutil.which("iptables") is None:
+            return
+        added = subprocess.run(["iptables", "-I", *rule], capture_output=True, timeout=30,
+                               check=False)
+        if added.returncode == 0:
+            self.made.append(("iptables", "-D", *rule))
+
     def close(self) -> None:
         for args in reversed(self.made):
-            subprocess.run(["ip", *args], capture_output=True, timeout=30, check=False)
+            command = list(args) if args[0] == "iptables" else ["ip", *args]
+            subprocess.run(command, capture_output=True, timeout=30, check=False)
         self.made.clear()
 
     def __enter__(self) -> NetLab:
