@@ -26,6 +26,7 @@ import zmq.asyncio
 
 from node_agent import curve, hardware
 from node_agent.docker_runtime import DockerRuntime, DockerSettings
+from node_agent.download import fetch_model
 from node_agent.errors import (
     AgentError,
     ModelStoreError,
@@ -40,7 +41,6 @@ from node_agent.protocol import (
     RELAY,
     Bye,
     Chunk,
-    ChunkRequest,
     DesiredWorkers,
     ErrorReply,
     Heartbeat,
@@ -67,8 +67,6 @@ from node_agent.runtime import CompletionRequest, ProcessRuntime, WorkerHandle, 
 
 log = logging.getLogger("slmfleet.agent")
 
-CHUNK_BYTES = 1 << 20
-CHUNK_WINDOW = 8
 RUNTIME_RECHECK_S = 10.0  # how often an unavailable runtime (no engine, no image) is retried
 LEFTOVER_SCAN_S = 30.0
 DEAD_FOR_S = 30.0  # a relay found dead is avoided this long, then tried again
@@ -468,29 +466,11 @@ class Agent:
                 s.sha256 for s in self._desired.values()})
             for sha in evicted:
                 log.info("evicted model %s from the cache (least recently used)", sha[:12])
-            offset = self.store.received(spec.sha256)
-            while offset < spec.size:
-                _drain(queue)
-                requested = offset
-                inflight = 0
-                try:
-                    while offset < spec.size:
-                        while inflight < CHUNK_WINDOW and requested < spec.size:
-                            length = min(CHUNK_BYTES, spec.size - requested)
-                            await self._send(ChunkRequest(sha256=spec.sha256, offset=requested,
-                                                          length=length))
-                            requested += length
-                            inflight += 1
-                        chunk, data = await asyncio.wait_for(
-                            queue.get(), timeout=self._interval * self._liveness * 2)
-                        inflight -= 1
-                        offset = self.store.write_chunk(spec.sha256, offset=chunk.offset,
-                                                        data=data, total_size=spec.size)
-                        self._download_progress[spec.sha256] = offset
-                except (TimeoutError, ModelStoreError) as exc:
-                    log.warning("download of %s stalled (%s); resuming", spec.model, exc)
-                    offset = self.store.received(spec.sha256)
-            self.store.finish(spec.sha256)
+            await fetch_model(
+                spec, store=self.store, request=self._send, chunks=queue,
+                stall_s=self._interval * self._liveness * 2,
+                progress=lambda offset: self._download_progress.__setitem__(spec.sha256,
+                                                                            offset))
             self._node_errors.pop(f"download {spec.model}", None)
             log.info("model %s stored (%d bytes, sha256 verified)", spec.model, spec.size)
         except ModelStoreError as exc:

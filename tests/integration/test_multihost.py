@@ -19,9 +19,7 @@ import pytest
 from coordinator.client import Client
 from coordinator.demo import LocalFleet, joined, wait_for, workers_ready
 from tests.integration.conftest import TINY, store_rows
-from tests.support import netlab
-from tests.support.netlab import NetLab
-from tests.support.requirements import missing
+from tests.support.netlab import NetLab, required_lab
 
 pytestmark = pytest.mark.integration
 
@@ -35,10 +33,7 @@ def agent_name(host: int) -> str:
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[NetLab]:
-    reason = netlab.available()
-    if reason is not None:
-        missing(reason)
-    with NetLab(hosts=HOSTS, subnet=77) as lab:
+    with required_lab(hosts=HOSTS, subnet=77) as lab:
         yield lab
 
 

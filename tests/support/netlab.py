@@ -10,10 +10,14 @@ Needs root and iproute2; `available()` says why not when it cannot work.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+
+from tests.support.requirements import missing
 
 
 def _ip(*args: str, netns: str | None = None) -> None:
@@ -119,3 +123,13 @@ class NetLab:
         subprocess.run(["tc", "qdisc", "replace", "dev", self._veth(host), "root", "tbf",
                         "rate", f"{mbit}mbit", "burst", "32kbit", "latency", "400ms"],
                        check=True, capture_output=True, timeout=30)
+
+
+@contextlib.contextmanager
+def required_lab(*, hosts: int, subnet: int) -> Iterator[NetLab]:
+    """A NetLab, or skip (locally) / fail (in CI) saying why namespaces cannot be made."""
+    reason = available()
+    if reason is not None:
+        missing(reason)
+    with NetLab(hosts=hosts, subnet=subnet) as lab:
+        yield lab
