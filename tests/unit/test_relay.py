@@ -53,3 +53,10 @@ def test_a_parent_that_does_not_relay_is_skipped() -> None:
     nodes = [peer(p, relay=p != 1) for p in range(1, 8)]
     assert choose_upstream(topology(4, *nodes), down=frozenset()) == HUB  # 4 links to 0
     assert choose_upstream(topology(3, *nodes), down=frozenset()).position == 5
+
+
+def test_a_fanout_covering_the_fleet_is_the_star() -> None:
+    nodes = [peer(p) for p in range(1, 8)]
+    star = Topology(position=5, fanout=7, nodes=tuple(nodes))
+    assert all(choose_upstream(star.model_copy(update={"position": p}), down=frozenset())
+               == HUB for p in range(1, 8))
