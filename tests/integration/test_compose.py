@@ -101,7 +101,8 @@ def test_compose_fleet_runs_a_submitted_job_on_emulated_pi_classes(
         assert container.attrs["HostConfig"]["NetworkMode"].startswith("container:")
 
     job_file = tmp_path / "job.yaml"
-    job_file.write_text("name: compose-it\nmodels: [tiny]\nparams: {n_ctx: 1024, "
+    # enough items to outlast an idle agent's 0.5 s wait before it asks for work again
+    job_file.write_text("name: compose-it\nmodels: [tiny]\nrepeats: 4\nparams: {n_ctx: 1024, "
                         "max_tokens: 8}\ntasks:\n  - {task: classification, "
                         "dataset: builtin:classification, limit: 12}\n")
     submitted = subprocess.run(
@@ -114,6 +115,6 @@ def test_compose_fleet_runs_a_submitted_job_on_emulated_pi_classes(
     while api.job(job_id)["state"] == "running" and time.monotonic() < deadline:
         time.sleep(1)
     job = api.job(job_id)
-    assert (job["state"], job["done"], job["failed"]) == ("finished", 12, 0), job
+    assert (job["state"], job["done"], job["failed"]) == ("finished", 48, 0), job
     nodes = {row["node"] for row in api.results(job_id)["items"]}
     assert nodes <= set(AGENTS) and len(nodes) >= 2, "the job is sharded over the agents"
