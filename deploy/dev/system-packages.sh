@@ -11,6 +11,8 @@ command -v make >/dev/null || needed+=(make)
 command -v git >/dev/null || needed+=(git)
 python3 -c "import venv, ensurepip" 2>/dev/null || needed+=(python3-venv)
 command -v chromium >/dev/null || needed+=(chromium)  # the status page's browser tests
+command -v ip >/dev/null || needed+=(iproute2)  # network namespaces: multi-host tests
+command -v tc >/dev/null || needed+=(iproute2)
 
 if [ ${#needed[@]} -eq 0 ]; then
   exit 0
