@@ -33,6 +33,7 @@ from node_agent.errors import (
     ProtocolError,
     RuntimeUnavailable,
     WorkerError,
+    WorkerLost,
 )
 from node_agent.liveness import backoff_delay, peer_alive
 from node_agent.model_store import ModelStore
@@ -513,18 +514,23 @@ class Agent:
                 await asyncio.sleep(reply.retry_after_s)
                 continue
             worker.state, worker.lease = "busy", reply.lease_id
-            result = await self._execute(handle, reply)
+            result, lost = await self._execute(handle, reply)
             worker.lease = None
             self._sent_results.append((time.monotonic(), result))
             worker.state = "ready" if handle.alive() else "failed"
             if result.error is None:  # it serves: a later crash backs off from the start
                 self._failures.pop(model, None)
             await self._send(result)
-        worker.state, worker.detail = "failed", f"worker {handle.exit_reason()}"
-        self._fail(model, f"worker for {model} {handle.exit_reason()}")
+            if lost:  # take no more work on it (each would fail and use up an attempt)
+                break
+        reason = handle.exit_reason() if not handle.alive() else "stopped answering"
+        worker.state, worker.detail = "failed", f"worker {reason}"
+        self._fail(model, f"worker for {model} {reason}")
         self._wake.set()
 
-    async def _execute(self, handle: WorkerHandle, lease: WorkLease) -> WorkResult:
+    async def _execute(self, handle: WorkerHandle, lease: WorkLease
+                       ) -> tuple[WorkResult, bool]:
+        """The result of one lease, and whether the worker was lost while serving it."""
         request = CompletionRequest(prompt=lease.prompt, stop=lease.stop,
                                     max_tokens=lease.max_tokens,
                                     temperature=lease.temperature, seed=lease.seed,
@@ -534,14 +540,14 @@ class Agent:
                                                                 self.config.request_timeout_s))
         except WorkerError as exc:
             return WorkResult(lease_id=lease.lease_id, item_id=lease.item_id, output="",
-                              measurement=None, error=str(exc))
+                              measurement=None, error=str(exc)), isinstance(exc, WorkerLost)
         return WorkResult(
             lease_id=lease.lease_id, item_id=lease.item_id, output=done.text,
             measurement=Measurement(
                 ttft_s=done.ttft_s, tpot_s=done.tpot_s, e2e_s=done.e2e_s,
                 prompt_tokens=done.prompt_tokens, completion_tokens=done.completion_tokens,
                 tokens_per_s=done.tokens_per_s, peak_rss_mb=done.peak_rss_mb,
-                cpu_temp_c=hardware.read_cpu_temp_c()))
+                cpu_temp_c=hardware.read_cpu_temp_c())), False
 
     async def _stop_worker(self, worker: _Worker) -> None:
         if worker.task is not None:

@@ -17,5 +17,10 @@ class WorkerError(AgentError):
     """A llama.cpp worker failed to start or to answer a request."""
 
 
+class WorkerLost(WorkerError):
+    """The worker stopped answering (it exited, disconnected or timed out); unlike a
+    failed request, no further request should go to it."""
+
+
 class RuntimeUnavailable(WorkerError):
     """The worker runtime cannot run workers on this node (no container engine, no image)."""

@@ -58,7 +58,7 @@ def _stop_reason(worker: ObservedWorker, wanted: WorkerSpec | None) -> StopReaso
         return "changed"
     if not worker.alive and worker.state in ("ready", "busy"):
         return "crashed"  # died while serving; the agent has not seen it yet
-    if not worker.alive and worker.state == "failed":
+    if worker.state == "failed":  # dead, or alive but no longer answering
         return "failed"  # the agent saw it fail and has already backed off
     return None
 

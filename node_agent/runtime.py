@@ -28,7 +28,7 @@ import psutil
 import zmq
 import zmq.asyncio
 
-from node_agent.errors import WorkerError
+from node_agent.errors import WorkerError, WorkerLost
 from node_agent.protocol import WorkerSpec
 
 
@@ -131,7 +131,7 @@ class PairWorker:
     async def complete(self, request: CompletionRequest, *, timeout_s: float) -> Completion:
         async with self._lock:
             if not self.alive():
-                raise WorkerError(f"worker for {self.model} {self.exit_reason()}")
+                raise WorkerLost(f"worker for {self.model} {self.exit_reason()}")
             request_id = uuid.uuid4().hex
             payload = {"type": "complete", "kind": request.kind, "id": request_id,
                        "prompt": request.prompt,
@@ -140,7 +140,7 @@ class PairWorker:
             try:  # a PAIR send with no connected peer would wait forever
                 await self._socket.send(json.dumps(payload).encode(), flags=zmq.NOBLOCK)
             except zmq.Again:
-                raise WorkerError(f"worker for {self.model} is not connected") from None
+                raise WorkerLost(f"worker for {self.model} is not connected") from None
             reply = await self._receive(timeout_s=timeout_s)
             self.rss_mb()
             if reply.get("type") != "done" or reply.get("id") != request_id:
@@ -164,12 +164,12 @@ class PairWorker:
                 except ValueError:
                     reply = None
                 if not isinstance(reply, dict):
-                    raise WorkerError(f"worker for {self.model} sent an unreadable reply: "
+                    raise WorkerLost(f"worker for {self.model} sent an unreadable reply: "
                                       f"{raw[:80]!r}")
                 return reply
             if not self.alive():
-                raise WorkerError(f"worker for {self.model} {self.exit_reason()}")
-        raise WorkerError(f"worker for {self.model} did not answer within {timeout_s:.0f} s")
+                raise WorkerLost(f"worker for {self.model} {self.exit_reason()}")
+        raise WorkerLost(f"worker for {self.model} did not answer within {timeout_s:.0f} s")
 
     async def wait_ready(self, *, timeout_s: float) -> None:
         reply = await self._receive(timeout_s=timeout_s)

@@ -66,6 +66,13 @@ def test_restarts_a_worker_that_died() -> None:
         assert actions == [Stop("gemma", reason), Start(GEMMA)], state  # type: ignore[arg-type]
 
 
+def test_a_worker_that_stopped_answering_is_replaced_even_if_its_process_lives() -> None:
+    actions = plan(desired={"gemma": GEMMA},
+                   observed={"gemma": running(GEMMA, state="failed", alive=True)},
+                   stored=frozenset({GEMMA.sha256}), downloading=NONE)
+    assert actions == [Stop("gemma", "failed"), Start(GEMMA)]
+
+
 def test_a_starting_worker_is_left_alone() -> None:
     assert plan(desired={"gemma": GEMMA},
                 observed={"gemma": running(GEMMA, state="starting", alive=False)},
