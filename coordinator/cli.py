@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 import yaml
 from rich.console import Console
 
 from coordinator.errors import SlmfleetError
+
+if TYPE_CHECKING:
+    from coordinator.client import Client
 
 app = typer.Typer(help="Evaluate small language models on a fleet of Raspberry Pi class "
                   "machines.", no_args_is_help=True, pretty_exceptions_enable=False)
@@ -321,16 +325,23 @@ def judge(
                   f"{job_id}; see slmfleet report {job['id']}")
 
 
-datasets_app = typer.Typer(help="Built-in and registered datasets.", no_args_is_help=False,
-                           invoke_without_command=True)
-app.add_typer(datasets_app, name="datasets")
+def _listing_group(name: str, *, help: str, listing: Callable[[Client], object]
+                   ) -> typer.Typer:
+    """A command group that, without a subcommand, prints the API's list of its objects."""
+    group = typer.Typer(help=help, no_args_is_help=False, invoke_without_command=True)
+    app.add_typer(group, name=name)
+
+    @group.callback()
+    def _list(ctx: typer.Context, api: ApiOption = DEFAULT_API) -> None:
+        if ctx.invoked_subcommand is None:
+            _print_json_api(listing, api)
+
+    return group
 
 
-@datasets_app.callback()
-def datasets(ctx: typer.Context, api: ApiOption = DEFAULT_API) -> None:
-    """List datasets (built-in and registered) with task, version, sha256 and test items."""
-    if ctx.invoked_subcommand is None:
-        _print_json_api(lambda c: c.datasets(), api)
+datasets_app = _listing_group(
+    "datasets", help="List datasets (built-in and registered) with task, version, sha256 "
+    "and test items; `datasets add` registers one.", listing=lambda c: c.datasets())
 
 
 @datasets_app.command("add")
@@ -365,16 +376,8 @@ def datasets_add(
                   f"{added['ref']}); use it in a job spec as dataset: {added['name']}")
 
 
-nodes_app = typer.Typer(help="Nodes of the fleet.", no_args_is_help=False,
-                        invoke_without_command=True)
-app.add_typer(nodes_app, name="nodes")
-
-
-@nodes_app.callback()
-def nodes(ctx: typer.Context, api: ApiOption = DEFAULT_API) -> None:
-    """List nodes with their state and health."""
-    if ctx.invoked_subcommand is None:
-        _print_json_api(lambda c: c.nodes(), api)
+nodes_app = _listing_group("nodes", help="List nodes with their state and health; "
+                           "`nodes revoke` revokes one.", listing=lambda c: c.nodes())
 
 
 @nodes_app.command("revoke")
@@ -384,21 +387,14 @@ def nodes_revoke(node_id: int, api: ApiOption = DEFAULT_API) -> None:
     _print_json_api(lambda c: c.revoke_node(node_id), api)
 
 
-models_app = typer.Typer(help="Registered models and their worker settings.",
-                         no_args_is_help=False, invoke_without_command=True)
-app.add_typer(models_app, name="models")
+models_app = _listing_group(
+    "models", help="List registered models with their worker settings; `models add`, "
+    "`set` and `remove` change them.", listing=lambda c: c.models())
 
 CpusOption = Annotated[float | None, typer.Option(
     min=0.01, help="CPU limit of each worker container.")]
 MemoryOption = Annotated[int | None, typer.Option(
     min=64, help="Memory limit of each worker container, MiB.")]
-
-
-@models_app.callback()
-def models(ctx: typer.Context, api: ApiOption = DEFAULT_API) -> None:
-    """List registered models with their worker settings."""
-    if ctx.invoked_subcommand is None:
-        _print_json_api(lambda c: c.models(), api)
 
 
 @models_app.command("add")

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,7 +99,7 @@ class WorkerRuntime(Protocol):
         ...
 
 
-class PairWorker:
+class PairWorker(ABC):
     """A worker reached over a ZeroMQ PAIR socket that the agent binds and the worker
     connects to; subclasses say how the worker runs (`alive`, `exit_reason`, `terminate`).
     """
@@ -110,18 +111,18 @@ class PairWorker:
         self._peak_rss_mb = 0.0
         self._lock = asyncio.Lock()
 
-    def alive(self) -> bool:
-        raise NotImplementedError
+    @abstractmethod
+    def alive(self) -> bool: ...
 
-    def exit_reason(self) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def exit_reason(self) -> str: ...
 
-    def current_rss_mb(self) -> float:
-        raise NotImplementedError
+    @abstractmethod
+    def current_rss_mb(self) -> float: ...
 
+    @abstractmethod
     async def terminate(self) -> None:
         """Make sure the worker is gone (after it was asked to stop)."""
-        raise NotImplementedError
 
     def rss_mb(self) -> float:
         rss = self.current_rss_mb()
