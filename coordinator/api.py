@@ -164,10 +164,9 @@ def create_app(*, store: st.Store, hub: Any = None) -> FastAPI:
 
     @app.post(f"{API}/nodes/{{node_id}}/revoke")
     async def revoke_node(s: StoreDep, node_id: int) -> dict[str, Any]:
-        key = next((n.public_key for n in st.list_nodes(s) if n.id == node_id), None)
         node = st.revoke_node(s, node_id=node_id)
         if hub is not None:
-            await hub.revoke(node_id=node_id, key=key)
+            await hub.revoke(node_id=node_id, key=node.revoked_key)
         return node_view(node)
 
     @app.get("/metrics")

@@ -29,6 +29,7 @@ from coordinator import store as st
 from coordinator.db import WorkItemRow, utcnow
 from coordinator.errors import SlmfleetError
 from coordinator.evaluation.tasks import get_task
+from coordinator.overlay_view import positions
 from node_agent import relay
 from node_agent.curve import KeyPair
 from node_agent.errors import ProtocolError
@@ -238,21 +239,18 @@ class Hub:
         return {s.node_id: [node_of.get(hop, 0) for hop in self._paths.get(origin, [origin])]
                 for origin, s in self.peers.items()}
 
-    def placement(self) -> list[tuple[int, int, str]]:
-        """(position, node id, public key) of every pinned node, positions in join order:
-        node ids never change, so neither do positions (but for revoked nodes)."""
-        nodes = [n for n in st.list_nodes(self.store) if n.public_key]
-        return [(i, n.id, n.public_key or "") for i, n in enumerate(nodes, start=1)]
-
     async def push_topology(self) -> None:
-        """Tell every live node the overlay: its position, and every node's relay and key."""
+        """Tell every live node the overlay: its position, and every node's relay and key.
+        Nodes are placed by `overlay_view.positions` (join order; node ids never change,
+        so neither do positions, but for revoked nodes)."""
         live = {s.node_id: s for s in self.peers.values()}
-        placed = self.placement()
-        nodes = tuple(OverlayPeer(position=p, node_id=n, public_key=k, up=n in live,
-                                  relay=live[n].relay if n in live else None)
-                      for p, n, k in placed)
+        keys = {n.id: n.public_key for n in st.list_nodes(self.store)}
+        position = positions((node_id, key is not None) for node_id, key in keys.items())
+        nodes = tuple(OverlayPeer(position=p, node_id=n, public_key=keys[n] or "",
+                                  up=n in live, relay=live[n].relay if n in live else None)
+                      for n, p in position.items())
         for peer, session in list(self.peers.items()):
-            where = next((p for p, n, _ in placed if n == session.node_id), None)
+            where = position.get(session.node_id)
             if where is not None:
                 await self._send(peer, Topology(position=where, fanout=self.fanout,
                                                 nodes=nodes))

@@ -9,7 +9,7 @@ saw it in the node's last message; `mode` is `overlay` once any node is relayed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from topology import ROOT, Overlay
@@ -17,15 +17,29 @@ from topology import ROOT, Overlay
 UP_STATES = ("ready", "busy")
 
 
+def positions(pinned: Iterable[tuple[int, bool]]) -> dict[int, int]:
+    """Overlay position of each node, from (node id, pinned to a key): pinned nodes in
+    id (join) order, from 1. The hub places nodes by this rule and the API shows it."""
+    return {node_id: where for where, node_id in
+            enumerate(sorted(i for i, is_pinned in pinned if is_pinned), start=1)}
+
+
+def _placed(nodes: Sequence[dict[str, Any]]
+            ) -> tuple[list[dict[str, Any]], dict[int, int], frozenset[int]]:
+    """The placed API node views in position order, their positions, and those down."""
+    position = positions((n["id"], not n.get("revoked", False)) for n in nodes)
+    placed = sorted((n for n in nodes if n["id"] in position), key=lambda n: n["id"])
+    down = frozenset(position[n["id"]] for n in placed if n["state"] not in UP_STATES)
+    return placed, position, down
+
+
 def overlay_view(*, nodes: Sequence[dict[str, Any]], fanout: int,
                  routes: Mapping[int, list[int]] | None = None) -> dict[str, Any]:
-    """`nodes` are API node views (id, name, state), in any order; `routes` the hub's
-    observed paths (node ids, the hub's neighbour first) of the live nodes."""
+    """`nodes` are API node views (id, name, state, revoked), in any order; `routes` the
+    hub's observed paths (node ids, the hub's neighbour first) of the live nodes."""
     routes = routes or {}
-    placed = sorted(nodes, key=lambda n: n["id"])
+    placed, position, down = _placed(nodes)
     overlay = Overlay(nodes=len(placed), fanout=fanout)
-    position = {n["id"]: index for index, n in enumerate(placed, start=1)}
-    down = frozenset(position[n["id"]] for n in placed if n["state"] not in UP_STATES)
     rows: list[dict[str, Any]] = [
         {"position": ROOT, "node_id": None, "name": "coordinator", "state": "ready",
          "up": True, "parent": None, "route_to_root": [ROOT]}]
@@ -48,5 +62,5 @@ def overlay_view(*, nodes: Sequence[dict[str, Any]], fanout: int,
 
 
 def overlay_svg(*, nodes: Sequence[dict[str, Any]], fanout: int) -> str:
-    view = overlay_view(nodes=nodes, fanout=fanout)
-    return Overlay(nodes=len(nodes), fanout=fanout).svg(down=view["down"])
+    placed, _, down = _placed(nodes)
+    return Overlay(nodes=len(placed), fanout=fanout).svg(down=down)

@@ -210,11 +210,13 @@ class Agent:
                 raise AgentError(f"agent stopped after an internal error: "
                                  f"{self._crashed!r}") from self._crashed
 
+    def _dead_relays(self) -> frozenset[int]:
+        now = time.monotonic()
+        return frozenset(p for p, until in self._dead.items() if until > now)
+
     def _uplink(self, routing_id: bytes) -> zmq.asyncio.Socket:
         """A DEALER to the next hop toward the coordinator (the hub, or a relay)."""
-        now = time.monotonic()
-        dead = frozenset(p for p, until in self._dead.items() if until > now)
-        self._via = choose_upstream(self._topology, down=dead)
+        self._via = choose_upstream(self._topology, down=self._dead_relays())
         sock = self._context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.ROUTING_ID, routing_id)
@@ -290,9 +292,7 @@ class Agent:
                         self._topology = message
                         if self._relay is not None:
                             self._relay.admit(message)
-                        now = time.monotonic()
-                        dead = frozenset(p for p, until in self._dead.items() if until > now)
-                        if choose_upstream(message, down=dead) != self._via:
+                        if choose_upstream(message, down=self._dead_relays()) != self._via:
                             sock = await self._reroute(sock, routing_id,
                                                        why="the overlay changed")
                     case Welcome():

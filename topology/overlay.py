@@ -167,22 +167,32 @@ class Overlay:
             return tree_path
         return self._shortest(node, ROOT, blocked)
 
-    def _shortest(self, src: int, dst: int, blocked: set[int]) -> list[int] | None:
-        """Breadth-first shortest path, neighbours tried in ascending order (deterministic)."""
+    def _search(self, src: int, blocked: set[int], *, stop: int | None = None
+                ) -> dict[int, int | None]:
+        """Breadth-first search from ``src`` around ``blocked``: each reached node's
+        predecessor. Neighbours are tried in ascending order, so routes are deterministic;
+        the search ends early once ``stop`` is reached."""
         previous: dict[int, int | None] = {src: None}
         queue = deque([src])
         while queue:
             current = queue.popleft()
-            if current == dst:
-                path = [current]
-                while (step := previous[path[-1]]) is not None:
-                    path.append(step)
-                return path[::-1]
+            if current == stop:
+                break
             for nxt in sorted(self._graph.adj[current]):
                 if nxt not in previous and nxt not in blocked:
                     previous[nxt] = current
                     queue.append(nxt)
-        return None
+        return previous
+
+    def _shortest(self, src: int, dst: int, blocked: set[int]) -> list[int] | None:
+        """Breadth-first shortest path from ``src`` to ``dst``, or None if cut off."""
+        previous = self._search(src, blocked, stop=dst)
+        if dst not in previous:
+            return None
+        path = [dst]
+        while (step := previous[path[-1]]) is not None:
+            path.append(step)
+        return path[::-1]
 
     def route(self, src: int, dst: int, *, down: Iterable[int] = ()) -> list[int] | None:
         """A path from ``src`` to ``dst`` avoiding ``down`` nodes, or ``None`` if cut off.
@@ -213,15 +223,9 @@ class Overlay:
         if node in blocked:
             return {}
         first: dict[int, int] = {}
-        seen = {node}
-        queue = deque([node])
-        while queue:
-            current = queue.popleft()
-            for nxt in sorted(self._graph.adj[current]):
-                if nxt not in seen and nxt not in blocked:
-                    seen.add(nxt)
-                    first[nxt] = nxt if current == node else first[current]
-                    queue.append(nxt)
+        for reached, before in self._search(node, blocked).items():  # in BFS order
+            if before is not None:
+                first[reached] = reached if before == node else first[before]
         if node != ROOT and (to_root := self.route_to_root(node, down=frozenset(blocked))):
             first[ROOT] = to_root[1]
         return first

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from coordinator import store as st
 from coordinator.db import NodeRow, utcnow
-from coordinator.overlay_view import overlay_view
+from coordinator.overlay_view import overlay_view, positions
 
 API = "/api/v1"
 
@@ -51,3 +51,10 @@ def test_topology_route_serves_json_and_svg(store: st.Store, client: TestClient)
     assert svg.headers["content-type"].startswith("image/svg+xml")
     assert svg.text.count("<circle") == 4 and 'fill="#fca5a5"' in svg.text
     assert client.get(f"{API}/topology", params={"format": "png"}).status_code == 422
+
+
+def test_revoked_nodes_are_not_placed_as_the_hub_places_them() -> None:
+    nodes = [node(1, "ready"), {**node(2, "left"), "revoked": True}, node(3, "ready")]
+    view = overlay_view(nodes=nodes, fanout=2)
+    assert [(r["position"], r["node_id"]) for r in view["nodes"][1:]] == [(1, 1), (2, 3)]
+    assert positions([(3, True), (1, True), (2, False)]) == {1: 1, 3: 2}
