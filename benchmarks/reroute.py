@@ -24,6 +24,7 @@ from typing import Any
 from coordinator.client import Client
 from coordinator.demo import LocalFleet, joined, wait_for
 from tests.support.netlab import NetLab, available
+from tests.support.relay_fleet import join_relaying_agents
 
 HOSTS = 7
 INTERVAL_S, LIVENESS = 1.0, 3
@@ -40,12 +41,7 @@ def one_run(data_dir: Path, subnet: int) -> float:
             LocalFleet(data_dir=data_dir, nodes=0, token="bench", hub_host=lab.gateway,
                        coordinator_args=("--fanout", "2")) as fleet:
         client = joined(fleet, agents=0)
-        for host in range(1, HOSTS + 1):
-            fleet.spawn_agent(f"relay-{host}", "--runtime", "process", "--relay-bind",
-                              "0.0.0.0:7070", "--relay-address",
-                              f"{lab.address(host)}:7070", wrapper=lab.wrapper(host))
-            wait_for("the agent to join", lambda h=host: len(client.nodes()) >= h,
-                     fleet=fleet, timeout_s=60)
+        join_relaying_agents(fleet, lab, client, name=lambda host: f"relay-{host}")
         wait_for("relayed routes", lambda: routes(client).get("relay-7") == [3, 1],
                  fleet=fleet, timeout_s=60)
         (relay1,) = [p for p in fleet.processes

@@ -160,7 +160,8 @@ def create_app(*, store: st.Store, hub: Any = None) -> FastAPI:
             return Response(overlay_svg(nodes=views, fanout=fanout),
                             media_type="image/svg+xml")
         routes = hub.routes() if hub is not None and hasattr(hub, "routes") else None
-        return overlay_view(nodes=views, fanout=fanout, routes=routes)
+        return overlay_view(nodes=views, fanout=fanout, routes=routes,
+                            origin_bytes_sent=getattr(hub, "origin_bytes_sent", None))
 
     @app.post(f"{API}/nodes/{{node_id}}/revoke")
     async def revoke_node(s: StoreDep, node_id: int) -> dict[str, Any]:
@@ -174,7 +175,8 @@ def create_app(*, store: st.Store, hub: Any = None) -> FastAPI:
         return Response(render_metrics(
             nodes=[node_view(n) for n in st.list_nodes(s)], counts=st.counts(s),
             discarded_results=s.discarded_results,
-            rejected_messages=getattr(hub, "rejected_messages", 0)), media_type=CONTENT_TYPE)
+            rejected_messages=getattr(hub, "rejected_messages", 0),
+            origin_bytes_sent=getattr(hub, "origin_bytes_sent", 0)), media_type=CONTENT_TYPE)
 
     @app.get(f"{API}/models")
     def list_models(s: StoreDep) -> list[dict[str, Any]]:

@@ -118,6 +118,7 @@ class Hub:
         self.peers: dict[bytes, Peer] = {}  # by the origin's routing id
         self._paths: dict[bytes, list[bytes]] = {}  # how to reach an origin: its last path
         self._recording: set[asyncio.Task[None]] = set()
+        self.origin_bytes_sent = 0  # model bytes this coordinator served (the origin)
         self.rejected_messages = 0
 
     def _bind(self, bind: str) -> int:
@@ -345,6 +346,7 @@ class Hub:
                                               message=f"no model with sha256 {request.sha256}"))
             return
         data = await asyncio.to_thread(_read_range, model.path, request.offset, request.length)
+        self.origin_bytes_sent += len(data)
         await self._send(peer, Chunk(sha256=model.sha256, offset=request.offset,
                                      total_size=model.size), data)
 

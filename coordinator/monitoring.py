@@ -16,7 +16,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def render_metrics(*, nodes: Sequence[Mapping[str, Any]], counts: Mapping[str, Mapping[str, int]],
-                   discarded_results: int, rejected_messages: int) -> bytes:
+                   discarded_results: int, rejected_messages: int,
+                   origin_bytes_sent: int = 0) -> bytes:
     """The Prometheus text exposition of the coordinator's current state."""
     registry = CollectorRegistry()
     by_state = Gauge("slmfleet_nodes", "Nodes by state.", ["state"], registry=registry)
@@ -48,4 +49,6 @@ def render_metrics(*, nodes: Sequence[Mapping[str, Any]], counts: Mapping[str, M
           registry=registry).set(discarded_results)
     Gauge("slmfleet_wire_messages_rejected", "Malformed or unauthenticated messages the hub "
           "refused since start.", registry=registry).set(rejected_messages)
+    Gauge("slmfleet_origin_model_bytes_sent", "Model bytes the coordinator served since "
+          "start (the rest travel between nodes).", registry=registry).set(origin_bytes_sent)
     return generate_latest(registry)

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from topology import ROOT, Overlay
+from topology.stripes import stripe_count
 
 UP_STATES = ("ready", "busy")
 
@@ -34,9 +35,11 @@ def _placed(nodes: Sequence[dict[str, Any]]
 
 
 def overlay_view(*, nodes: Sequence[dict[str, Any]], fanout: int,
-                 routes: Mapping[int, list[int]] | None = None) -> dict[str, Any]:
+                 routes: Mapping[int, list[int]] | None = None,
+                 origin_bytes_sent: int | None = None) -> dict[str, Any]:
     """`nodes` are API node views (id, name, state, revoked), in any order; `routes` the
-    hub's observed paths (node ids, the hub's neighbour first) of the live nodes."""
+    hub's observed paths (node ids, the hub's neighbour first) of the live nodes;
+    `origin_bytes_sent` the model bytes the coordinator served since it started."""
     routes = routes or {}
     placed, position, down = _placed(nodes)
     overlay = Overlay(nodes=len(placed), fanout=fanout)
@@ -58,7 +61,9 @@ def overlay_view(*, nodes: Sequence[dict[str, Any]], fanout: int,
             "edges": edges,
             "down": sorted(down), "stats": vars(overlay.stats()),
             "cut_off": [r["position"] for r in rows[1:]
-                        if r["up"] and r["route_to_root"] is None]}
+                        if r["up"] and r["route_to_root"] is None],
+            "distribution": {"stripes": stripe_count(nodes=len(placed), fanout=fanout),
+                             "origin_bytes_sent": origin_bytes_sent}}
 
 
 def overlay_svg(*, nodes: Sequence[dict[str, Any]], fanout: int) -> str:

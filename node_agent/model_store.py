@@ -93,6 +93,20 @@ class ModelStore:
         part = self._part(sha256)
         return part.stat().st_size if part.exists() else 0
 
+    def read_range(self, sha256: str, *, offset: int, length: int) -> bytes | None:
+        """`length` bytes of `sha256` from `offset`, from the stored file or from the part
+        still arriving; None when this node does not hold them (yet)."""
+        for path in (self.path(sha256), self._part(sha256), self.path(sha256)):
+            try:  # the part file may be renamed into place between the tries
+                with path.open("rb") as handle:
+                    handle.seek(offset)
+                    data = handle.read(length)
+            except FileNotFoundError:
+                continue
+            if len(data) == length:
+                return data
+        return None
+
     def write_chunk(self, sha256: str, *, offset: int, data: bytes, total_size: int) -> int:
         """Write one chunk; return the contiguous bytes now held. Out-of-order chunks fail."""
         held = self.received(sha256)

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from node_agent.errors import ProtocolError
 from node_agent.hardware import HardwareFacts, NodeMetrics
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 MAX_JSON_FRAME = 4 * 1024 * 1024
 # Relayed frames: a relay prepends [RELAY, child routing id, child public key] to what a
 # child sends up, and the hub prepends [RELAY, child routing id] per hop to what it sends
@@ -97,10 +97,14 @@ class Metrics(_Msg):
 
 
 class ChunkRequest(_Msg):
+    """A range of a model file. Sent to the coordinator over the session (relays pass it
+    up), or with `peer` to another node's relay, which serves it from its own copy."""
+
     type: Literal["chunk_request"] = "chunk_request"
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     offset: int = Field(ge=0)
     length: int = Field(ge=1, le=8 * 1024 * 1024)
+    peer: bool = False
 
 
 class WorkRequest(_Msg):
@@ -186,6 +190,15 @@ class Chunk(_Msg):
     total_size: int = Field(ge=0)
 
 
+class ChunkUnavailable(_Msg):
+    """A peer's answer to a chunk request it cannot serve (it neither holds the range nor
+    is it receiving it); the requester takes that range from elsewhere."""
+
+    type: Literal["chunk_unavailable"] = "chunk_unavailable"
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    offset: int = Field(ge=0)
+
+
 class WorkLease(_Msg):
     type: Literal["work_lease"] = "work_lease"
     lease_id: str
@@ -228,6 +241,7 @@ Message = Annotated[
     | DesiredWorkers
     | Topology
     | Chunk
+    | ChunkUnavailable
     | WorkLease
     | NoWork
     | ErrorReply,

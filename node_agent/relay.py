@@ -11,22 +11,37 @@ it from then on, and no relay keeps routing state.
 Relays are CURVE servers that admit only the keys of placed fleet nodes; the hub trusts
 relayed frames only from live, pinned nodes, and takes the originating key a relay
 vouches for (which that relay saw in its own CURVE handshake).
+
+A relay also serves model chunks that a peer asks of it directly (`peer` chunk requests):
+model files travel down striped trees (`topology.stripes`), and `chunk_sources` says
+where this node takes each stripe from.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import zmq
 import zmq.asyncio
 from zmq.auth.asyncio import AsyncioAuthenticator
 
+from node_agent.chunk_server import ChunkServer
 from node_agent.curve import KeyPair
 from node_agent.errors import ProtocolError
-from node_agent.protocol import RELAY, Topology
+from node_agent.protocol import (
+    RELAY,
+    Chunk,
+    ChunkRequest,
+    ChunkUnavailable,
+    Topology,
+    decode,
+    encode,
+)
 from topology import ROOT, Overlay
+from topology.stripes import stripe_sources
 
 log = logging.getLogger("slmfleet.relay")
 
@@ -59,7 +74,7 @@ def wrap_down(path: list[bytes], frames: list[bytes]) -> list[bytes]:
 
 @dataclass(frozen=True)
 class Upstream:
-    """Where an agent sends toward the coordinator: the hub itself, or a relay."""
+    """Where an agent sends to: the hub itself, or another node's relay."""
 
     position: int  # 0: the hub
     endpoint: str | None = None
@@ -87,6 +102,25 @@ def choose_upstream(topology: Topology | None, *, down: frozenset[int]) -> Upstr
     return Upstream(position=hop, endpoint=peer.relay, public_key=peer.public_key.encode())
 
 
+def chunk_sources(topology: Topology | None, *, down: frozenset[int]) -> tuple[Upstream, ...]:
+    """Where this node takes each stripe of a model from: its parent in that stripe tree,
+    passing over nodes that are down, found dead, or do not relay (they cannot serve); the
+    coordinator (over the session) for the stripe heads, a star, or without a topology."""
+    if topology is None:
+        return (HUB,)
+    peers = {p.position: p for p in topology.nodes}
+    nodes = max(peers, default=0)
+    if topology.position not in peers:
+        return (HUB,)
+    unavailable = down | {p for p in range(1, nodes + 1)
+                          if p not in peers or not peers[p].up or not peers[p].relay}
+    chosen = stripe_sources(topology.position, nodes=nodes, fanout=topology.fanout,
+                            down=unavailable - {topology.position})
+    return tuple(HUB if p == ROOT else
+                 Upstream(position=p, endpoint=peers[p].relay,
+                          public_key=peers[p].public_key.encode()) for p in chosen)
+
+
 class _FleetKeys:
     """ZAP credentials provider for a relay: only placed fleet nodes may connect."""
 
@@ -98,9 +132,12 @@ class _FleetKeys:
 
 
 class RelayServer:
-    """The ROUTER this agent's overlay children connect to."""
+    """The ROUTER this agent's overlay children (and peers fetching chunks) connect to."""
 
-    def __init__(self, *, context: zmq.asyncio.Context, keys: KeyPair, bind: str) -> None:
+    def __init__(self, *, context: zmq.asyncio.Context, keys: KeyPair, bind: str,
+                 chunks: ChunkServer | None = None) -> None:
+        self._chunks = chunks
+        self._serving: set[asyncio.Task[None]] = set()
         self._gate = _FleetKeys()
         self._auth = AsyncioAuthenticator(context)
         self._auth.start()
@@ -114,12 +151,43 @@ class RelayServer:
     def admit(self, topology: Topology) -> None:
         self._gate.allowed = {p.public_key.encode() for p in topology.nodes}
 
-    async def run(self, send_up: Callable[[list[bytes]], object]) -> None:
-        """Pass everything children send up, enveloped with who sent it."""
+    async def run(self, send_up: Callable[[list[bytes]], Awaitable[object]]) -> None:
+        """Serve peers' chunk requests; pass everything else children send up, enveloped
+        with who sent it."""
         while True:
             frames = await self.socket.recv_multipart(copy=False)
             child, key = frames[0].bytes, str(frames[-1].get("User-Id") or "").encode()
-            await send_up([RELAY, child, key, *(f.bytes for f in frames[1:])])  # type: ignore[misc]
+            body = [f.bytes for f in frames[1:]]
+            request = self._peer_request(body)
+            if request is not None:
+                task = asyncio.create_task(self._serve(child, request))
+                self._serving.add(task)
+                task.add_done_callback(self._serving.discard)
+                continue
+            await send_up([RELAY, child, key, *body])
+
+    def _peer_request(self, body: list[bytes]) -> ChunkRequest | None:
+        if self._chunks is None or len(body) != 1 or b'"chunk_request"' not in body[0][:32]:
+            return None
+        try:
+            message, _ = decode(body)
+        except ProtocolError:
+            return None  # the hub answers it with the reason
+        return message if isinstance(message, ChunkRequest) and message.peer else None
+
+    async def _serve(self, child: bytes, request: ChunkRequest) -> None:
+        assert self._chunks is not None
+        found = await self._chunks.read(request)
+        if found is None:
+            reply = encode(ChunkUnavailable(sha256=request.sha256, offset=request.offset))
+        else:
+            data, size = found
+            reply = encode(Chunk(sha256=request.sha256, offset=request.offset,
+                                 total_size=size), data)
+        try:
+            await self.socket.send_multipart([child, *reply], flags=zmq.NOBLOCK)
+        except zmq.ZMQError as exc:  # the peer is gone or flooded: it asks again elsewhere
+            log.debug("dropped a chunk for a peer: %s", exc)
 
     async def send_down(self, frames: list[bytes]) -> None:
         """`frames` = [child routing id, *rest], as popped from a downward envelope."""
@@ -129,5 +197,7 @@ class RelayServer:
             log.debug("dropped a message for a child: %s", exc)
 
     def close(self) -> None:
+        for task in self._serving:
+            task.cancel()
         self.socket.close(linger=0)
         self._auth.stop()

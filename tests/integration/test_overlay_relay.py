@@ -17,12 +17,12 @@ from coordinator.client import Client
 from coordinator.demo import LocalFleet, joined, wait_for, workers_ready
 from tests.integration.conftest import TINY, store_rows
 from tests.support.netlab import NetLab, required_lab
+from tests.support.relay_fleet import join_relaying_agents
 
 pytestmark = pytest.mark.integration
 
 HOSTS = 7
 TOKEN = "relay-token"
-RELAY_PORT = 7070
 
 
 def name(host: int) -> str:
@@ -41,12 +41,7 @@ def fleet(lab: NetLab, tiny_model: Path, tmp_path_factory: pytest.TempPathFactor
     with LocalFleet(data_dir=tmp_path_factory.mktemp("relay"), nodes=0, token=TOKEN,
                     hub_host=lab.gateway, coordinator_args=("--fanout", "2")) as fleet:
         client = joined(fleet, agents=0)
-        for host in range(1, HOSTS + 1):  # one by one, so join order = host order
-            fleet.spawn_agent(name(host), "--runtime", "process", "--relay-bind",
-                              f"0.0.0.0:{RELAY_PORT}", "--relay-address",
-                              f"{lab.address(host)}:{RELAY_PORT}", wrapper=lab.wrapper(host))
-            wait_for(f"{name(host)} to join", lambda h=host: len(client.nodes()) >= h,
-                     fleet=fleet, timeout_s=60)
+        join_relaying_agents(fleet, lab, client, name=name)
         client.add_model(name=TINY, path=str(tiny_model), threads=1, n_ctx=1024)
         wait_for(f"{HOSTS} workers", lambda: workers_ready(client, TINY, HOSTS) >= HOSTS,
                  fleet=fleet, timeout_s=240)
