@@ -25,9 +25,8 @@ import zmq
 import zmq.asyncio
 
 from node_agent import curve, hardware
-from node_agent.chunk_server import ChunkServer
 from node_agent.docker_runtime import DockerRuntime, DockerSettings
-from node_agent.download import Arrival, PeerLinks, fetch_model
+from node_agent.download import Arrival
 from node_agent.errors import (
     AgentError,
     ModelStoreError,
@@ -36,6 +35,7 @@ from node_agent.errors import (
     WorkerError,
     WorkerLost,
 )
+from node_agent.fetcher import ModelFetcher
 from node_agent.liveness import backoff_delay, peer_alive
 from node_agent.model_store import ModelStore
 from node_agent.protocol import (
@@ -43,7 +43,6 @@ from node_agent.protocol import (
     RELAY,
     Bye,
     Chunk,
-    ChunkRequest,
     ChunkUnavailable,
     DesiredWorkers,
     ErrorReply,
@@ -66,7 +65,7 @@ from node_agent.protocol import (
     encode,
 )
 from node_agent.reconcile import Download, ObservedWorker, Remove, Start, Stop, plan
-from node_agent.relay import HUB, RelayServer, Upstream, choose_upstream, chunk_sources
+from node_agent.relay import HUB, RelayServer, Upstream, choose_upstream
 from node_agent.runtime import CompletionRequest, ProcessRuntime, WorkerHandle, WorkerRuntime
 
 log = logging.getLogger("slmfleet.agent")
@@ -129,9 +128,6 @@ class Agent:
         self._desired: dict[str, WorkerSpec] = {}
         self._workers: dict[str, _Worker] = {}
         self._downloads: dict[str, asyncio.Task[None]] = {}
-        self._download_progress: dict[str, int] = {}
-        self._chunks: dict[str, asyncio.Queue[Arrival]] = {}
-        self._replans: dict[str, asyncio.Event] = {}  # set when the overlay changes
         self._replies: dict[str, asyncio.Queue[WorkLease | NoWork]] = {}
         self._backoff_until: dict[str, float] = {}
         self._failures: dict[str, int] = {}
@@ -147,12 +143,11 @@ class Agent:
         self._topology: Topology | None = None
         self._via: Upstream = HUB
         self._dead: dict[int, float] = {}  # overlay positions found dead, until when
-        self._unserving: dict[int, float] = {}  # peers that failed to serve chunks, until
         self._relay: RelayServer | None = None
-        self._chunk_server = ChunkServer(
-            self.store, wait_s=config.heartbeat_interval_s * config.liveness * 2)
-        self._peer_links = PeerLinks(context=self._context, keys=self._keys,
-                                     deliver=self._chunk_arrived)
+        self._fetcher = ModelFetcher(
+            store=self.store, context=self._context, keys=self._keys,
+            send_session=self._send, topology=lambda: self._topology,
+            dead=self._dead_relays, wait_s=config.heartbeat_interval_s * config.liveness * 2)
         self._sent_results: deque[tuple[float, WorkResult]] = deque(maxlen=256)
 
     def _make_runtime(self) -> WorkerRuntime:
@@ -197,7 +192,7 @@ class Agent:
                       self._spawn(self._metrics_loop(), name="metrics")]
         if self.config.relay_bind:
             self._relay = RelayServer(context=self._context, keys=self._keys,
-                                      bind=self.config.relay_bind, chunks=self._chunk_server)
+                                      bind=self.config.relay_bind, chunks=self._fetcher.server)
             background.append(self._spawn(self._relay.run(self._send_up), name="relay"))
         attempt = 0
         try:
@@ -214,7 +209,7 @@ class Agent:
                 await self._stop_worker(worker)
             if self._relay is not None:
                 self._relay.close()
-            self._peer_links.close()
+            self._fetcher.close()
             self._context.destroy(linger=0)
             if self._crashed is not None:
                 raise AgentError(f"agent stopped after an internal error: "
@@ -223,11 +218,6 @@ class Agent:
     def _dead_relays(self) -> frozenset[int]:
         now = time.monotonic()
         return frozenset(p for p, until in self._dead.items() if until > now)
-
-    def _chunk_sources(self) -> tuple[Upstream, ...]:
-        now = time.monotonic()
-        avoid = {p for p, until in self._unserving.items() if until > now}
-        return chunk_sources(self._topology, down=self._dead_relays() | avoid)
 
     def _uplink(self, routing_id: bytes) -> zmq.asyncio.Socket:
         """A DEALER to the next hop toward the coordinator (the hub, or a relay)."""
@@ -307,8 +297,7 @@ class Agent:
                         self._topology = message
                         if self._relay is not None:
                             self._relay.admit(message)
-                        for replan in self._replans.values():  # stripe sources may move
-                            replan.set()
+                        self._fetcher.topology_changed()  # stripe sources may move
                         if choose_upstream(message, down=self._dead_relays()) != self._via:
                             sock = await self._reroute(sock, routing_id,
                                                        why="the overlay changed")
@@ -355,10 +344,10 @@ class Agent:
                 pass
             case DesiredWorkers():
                 self._desired = {w.model: w for w in message.workers}
-                self._chunk_server.want({w.sha256: w.size for w in message.workers})
+                self._fetcher.want(message.workers)
                 self._wake.set()
             case Chunk() | ChunkUnavailable():
-                self._chunk_arrived(Arrival(source=HUB, message=message, data=data))
+                self._fetcher.arrived(Arrival(source=HUB, message=message, data=data))
             case WorkLease() | NoWork():
                 self._replies.setdefault(message.model, asyncio.Queue()).put_nowait(message)
             case ErrorReply():
@@ -392,7 +381,7 @@ class Agent:
 
     def worker_statuses(self) -> tuple[WorkerStatus, ...]:
         statuses = [WorkerStatus(model=m, state="downloading",
-                                 downloaded=self._download_progress.get(s.sha256, 0))
+                                 downloaded=self._fetcher.progress.get(s.sha256, 0))
                     for m, s in self._desired.items()
                     if s.sha256 in self._downloads and m not in self._workers]
         for model, worker in self._workers.items():
@@ -477,24 +466,12 @@ class Agent:
         log.error("%s; retrying in %.0f s", reason, delay)
 
     async def _download(self, spec: WorkerSpec) -> None:
-        queue = self._chunks.setdefault(spec.sha256, asyncio.Queue())
-        self._replans[spec.sha256] = asyncio.Event()
-
-        def progress(offset: int) -> None:
-            self._download_progress[spec.sha256] = offset
-            self._chunk_server.arrived(spec.sha256)
-
         try:
             evicted = self.store.make_room(spec.sha256, size=spec.size, keep={
                 s.sha256 for s in self._desired.values()})
             for sha in evicted:
                 log.info("evicted model %s from the cache (least recently used)", sha[:12])
-            await fetch_model(
-                spec, store=self.store, send=self._request_chunk, arrivals=queue,
-                sources=self._chunk_sources,
-                replan=self._replans[spec.sha256], blame=self._blame,
-                stall_s=self._interval * self._liveness * 2, progress=progress)
-            self._chunk_server.done(spec.sha256)
+            await self._fetcher.fetch(spec, stall_s=self._interval * self._liveness * 2)
             self._node_errors.pop(f"download {spec.model}", None)
             log.info("model %s stored (%d bytes, sha256 verified)", spec.model, spec.size)
         except ModelStoreError as exc:
@@ -502,27 +479,7 @@ class Agent:
             self._fail(spec.model, f"download of {spec.model} failed: {exc}")
         finally:
             self._downloads.pop(spec.sha256, None)
-            self._chunks.pop(spec.sha256, None)
-            self._replans.pop(spec.sha256, None)
-            if not self._downloads:
-                self._peer_links.close()
             self._wake.set()
-
-    def _chunk_arrived(self, arrival: Arrival) -> None:
-        if (queue := self._chunks.get(arrival.message.sha256)) is not None:
-            queue.put_nowait(arrival)
-
-    async def _request_chunk(self, source: Upstream, request: ChunkRequest) -> None:
-        if source.endpoint is None:  # the coordinator, over the session
-            await self._send(request)
-        else:
-            await self._peer_links.send(source, request)
-
-    def _blame(self, source: Upstream) -> None:
-        """A peer failed to serve a chunk: take its stripe elsewhere for a while (the
-        session's route is not changed: that has its own liveness)."""
-        if source.position != HUB.position:
-            self._unserving[source.position] = time.monotonic() + DEAD_FOR_S
 
     async def _run_worker(self, worker: _Worker) -> None:
         spec = worker.spec
