@@ -2,8 +2,9 @@
 
 A node that fetches a model is also the source of one stripe for its children in that
 stripe tree. It answers a peer's chunk request from its stored file or from the part
-file still arriving; a request for bytes it has not received yet waits until they land
-(so it forwards chunk i while it receives chunk i+1), up to `wait_s`; so does a request
+file still arriving (chunks land there in any order); a request for bytes it has not
+received yet waits until they land (so it forwards chunk i while it receives chunk i+1),
+up to `wait_s`; so does a request
 for a model the coordinator wants on this node that it has not started to fetch yet. A
 request for any other model is refused at once, so the peer goes elsewhere.
 """
@@ -72,8 +73,8 @@ class ChunkServer:
         unknown_until = loop.time() + min(UNKNOWN_GRACE_S, self.wait_s)
         while True:
             size = self._size(request.sha256)
-            if size is not None and \
-                    self.store.received(request.sha256) >= request.offset + request.length:
+            if size is not None and self.store.holds(request.sha256, offset=request.offset,
+                                                     length=request.length):
                 data = await asyncio.to_thread(self.store.read_range, request.sha256,
                                                offset=request.offset, length=request.length)
                 if data is not None:

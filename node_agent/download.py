@@ -2,12 +2,14 @@
 
 `fetch_model` cuts the file into 1 MiB chunks; chunk i belongs to stripe i mod s, and
 each stripe comes from its own source (`relay.chunk_sources`: this node's parent in that
-stripe tree, or the coordinator). Up to 8 chunks are in flight or held out of order;
-they are appended to the part file in order. When a source refuses a range, or chunks
-stop coming from it (a dead peer, a broken link), that source is blamed and the fetch
-resumes from the bytes on disk with the sources chosen again; a topology change that
-moves a stripe to another source does the same. The finished file is checked against
-its sha256 before it is moved into place (`ModelStore.finish`).
+stripe tree, or the coordinator). Stripes are fetched independently, each with its own
+window of chunks in flight, and chunks are written at their offsets as they come, so a
+stripe whose source lags does not hold up the others (nor, through this node, their
+subtrees). When a source refuses a range, or no chunk of its stripe arrives for
+`stall_s`, that source is blamed and the fetch goes on without it, asking again only for
+the chunks it does not hold; a topology change that moves a stripe to another source
+does the same. The finished file is checked against its sha256 before it is moved into
+place (`ModelStore.finish`).
 
 `PeerLinks` are the agent's DEALER sockets to other nodes' relays, opened on first use
 and closed when no fetch needs them.
@@ -18,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -41,8 +45,7 @@ from topology import ROOT
 log = logging.getLogger("slmfleet.agent")
 
 CHUNK_BYTES = 1 << 20
-CHUNK_WINDOW = 8
-
+CHUNK_WINDOW = 8  # chunks in flight per fetch, shared by its stripes (at least 4 each)
 
 
 @dataclass(frozen=True)
@@ -78,77 +81,109 @@ async def fetch_model(spec: WorkerSpec, *, store: ModelStore,
     answers arrive on `arrivals`; `replan` is set when the sources may have changed.
     Raises ModelStoreError when the file cannot be stored or fails its sha256.
     """
-    offset = store.received(spec.sha256)
-    while offset < spec.size:
+    chunks = [(offset, min(CHUNK_BYTES, spec.size - offset))
+              for offset in range(0, spec.size, CHUNK_BYTES)]
+    while missing := [c for c in chunks
+                      if not store.holds(spec.sha256, offset=c[0], length=c[1])]:
         while not arrivals.empty():  # answers to requests of an earlier attempt
             arrivals.get_nowait()
         replan.clear()
         plan = sources()
         try:
-            await _attempt(spec, store=store, plan=plan, sources=sources, send=send,
-                           arrivals=arrivals, replan=replan, stall_s=stall_s,
-                           progress=progress)
+            await _Attempt(spec, store=store, plan=plan, stall_s=stall_s).run(
+                missing, sources=sources, send=send, arrivals=arrivals, replan=replan,
+                progress=progress)
         except SourceFailed as failed:
             log.warning("download of %s: %s; resuming from elsewhere", spec.model, failed)
             blame(failed.source)
         except _Replanned:
             log.info("download of %s: the sources changed; resuming", spec.model)
-        offset = store.received(spec.sha256)
     store.finish(spec.sha256)
 
 
-async def _attempt(spec: WorkerSpec, *, store: ModelStore, plan: tuple[Upstream, ...],
-                   sources: Callable[[], tuple[Upstream, ...]],
-                   send: Callable[[Upstream, ChunkRequest], Awaitable[object]],
-                   arrivals: asyncio.Queue[Arrival], replan: asyncio.Event, stall_s: float,
-                   progress: Callable[[int], None]) -> None:
-    offset = requested = store.received(spec.sha256)
-    inflight: dict[int, tuple[Upstream, int]] = {}  # offset -> (source, length)
-    held: dict[int, bytes] = {}  # arrived ahead of the bytes on disk
-    while offset < spec.size:
-        while len(inflight) + len(held) < CHUNK_WINDOW and requested < spec.size:
-            length = min(CHUNK_BYTES, spec.size - requested)
-            source = plan[(requested // CHUNK_BYTES) % len(plan)]
-            await send(source, ChunkRequest(sha256=spec.sha256, offset=requested,
-                                            length=length, peer=source.position != ROOT))
-            inflight[requested] = (source, length)
-            requested += length
-        arrival = await _next(arrivals, replan, stall_s)
-        if arrival is None:
-            if replan.is_set():
-                if sources() != plan:
-                    raise _Replanned
-                replan.clear()
+class _Attempt:
+    """One pass over the missing chunks with one plan of sources."""
+
+    def __init__(self, spec: WorkerSpec, *, store: ModelStore, plan: tuple[Upstream, ...],
+                 stall_s: float) -> None:
+        self.spec, self.store, self.plan, self.stall_s = spec, store, plan, stall_s
+        self.window = max(4, CHUNK_WINDOW // len(plan))
+        self.todo: list[deque[tuple[int, int]]] = [deque() for _ in plan]
+        self.inflight: dict[int, tuple[int, int]] = {}  # offset -> (stripe, length)
+        self.flying = [0] * len(plan)
+        self.heard = [time.monotonic()] * len(plan)  # last chunk of each stripe
+
+    async def run(self, missing: list[tuple[int, int]], *,
+                  sources: Callable[[], tuple[Upstream, ...]],
+                  send: Callable[[Upstream, ChunkRequest], Awaitable[object]],
+                  arrivals: asyncio.Queue[Arrival], replan: asyncio.Event,
+                  progress: Callable[[int], None]) -> None:
+        for offset, length in missing:
+            self.todo[(offset // CHUNK_BYTES) % len(self.plan)].append((offset, length))
+        left = len(missing)
+        while left:
+            await self._request(send)
+            self._check_stalls()
+            arrival = await _next(arrivals, replan, self._quiet_for())
+            if arrival is None:
+                if replan.is_set():
+                    if sources() != self.plan:
+                        raise _Replanned
+                    replan.clear()
                 continue
-            source, _ = inflight[min(inflight)]
-            raise SourceFailed(source, f"no chunk from {_name(source)} for {stall_s:.0f} s")
-        chunk, data = arrival.message, arrival.data
-        wanted = inflight.get(chunk.offset)
-        if isinstance(chunk, ChunkUnavailable):
-            if wanted is not None and wanted[0] == arrival.source:
-                raise SourceFailed(arrival.source, f"{_name(arrival.source)} cannot serve "
-                                   "the model")
-            continue  # a late refusal of a request of an earlier attempt
-        if wanted is None or data is None or len(data) != wanted[1] \
-                or chunk.total_size != spec.size:
-            continue  # a late answer from an earlier attempt, or a wrong one
-        del inflight[chunk.offset]
-        held[chunk.offset] = data
-        while offset in held:
-            offset = store.write_chunk(spec.sha256, offset=offset, data=held.pop(offset),
-                                       total_size=spec.size)
-            progress(offset)
+            message, data = arrival.message, arrival.data
+            wanted = self.inflight.get(message.offset)
+            if isinstance(message, ChunkUnavailable):
+                if wanted is not None and self.plan[wanted[0]] == arrival.source:
+                    raise SourceFailed(arrival.source, f"{_name(arrival.source)} cannot "
+                                       "serve the model")
+                continue  # a late refusal of a request of an earlier attempt
+            if wanted is None or data is None or len(data) != wanted[1] \
+                    or message.total_size != self.spec.size:
+                continue  # a late answer from an earlier attempt, or a wrong one
+            stripe, _ = self.inflight.pop(message.offset)
+            self.flying[stripe] -= 1
+            self.heard[stripe] = time.monotonic()
+            progress(self.store.write_chunk(self.spec.sha256, offset=message.offset,
+                                            data=data, total_size=self.spec.size))
+            left -= 1
+
+    async def _request(self, send: Callable[[Upstream, ChunkRequest], Awaitable[object]]
+                       ) -> None:
+        """Fill each stripe's window."""
+        for stripe, source in enumerate(self.plan):
+            if not self.flying[stripe]:
+                self.heard[stripe] = time.monotonic()  # its clock starts with its requests
+            while self.flying[stripe] < self.window and self.todo[stripe]:
+                offset, length = self.todo[stripe].popleft()
+                await send(source, ChunkRequest(sha256=self.spec.sha256, offset=offset,
+                                                length=length, peer=source.position != ROOT))
+                self.inflight[offset] = (stripe, length)
+                self.flying[stripe] += 1
+
+    def _quiet_for(self) -> float:
+        """How long until the quietest stripe that waits for chunks counts as stalled."""
+        waiting = [self.heard[s] for s in range(len(self.plan)) if self.flying[s]]
+        return max(0.01, self.stall_s - (time.monotonic() - min(waiting))) if waiting \
+            else self.stall_s
+
+    def _check_stalls(self) -> None:
+        now = time.monotonic()
+        for stripe, source in enumerate(self.plan):
+            if self.flying[stripe] and now - self.heard[stripe] >= self.stall_s:
+                raise SourceFailed(source, f"no chunk from {_name(source)} for "
+                                   f"{self.stall_s:.0f} s")
 
 
-async def _next(arrivals: asyncio.Queue[Arrival], replan: asyncio.Event, stall_s: float
+async def _next(arrivals: asyncio.Queue[Arrival], replan: asyncio.Event, wait_s: float
                 ) -> Arrival | None:
-    """The next arrival; None when `replan` is set first or nothing came for `stall_s`."""
+    """The next arrival; None when `replan` is set first or nothing came for `wait_s`."""
     if replan.is_set():
         return None
     getter = asyncio.ensure_future(arrivals.get())
     changed = asyncio.ensure_future(replan.wait())
     try:
-        await asyncio.wait({getter, changed}, timeout=stall_s,
+        await asyncio.wait({getter, changed}, timeout=wait_s,
                            return_when=asyncio.FIRST_COMPLETED)
     finally:
         changed.cancel()

@@ -9,12 +9,15 @@ k children × S/k ≈ S, every node's uplink is used, and the whole file arrives
 S/B plus one chunk time per level. The root sends each stripe to one node only, so the
 origin sends the file about once.
 
-Stripe tree j lists the nodes (positions 1..N) rotated by j·⌈N/k⌉; its first node takes
-the stripe from the root and node o[i] takes it from o[(i-1)//k]. The interior nodes of
-a tree are the first ⌈(N-1)/k⌉ of its order, so the rotations keep them apart: for
-k = 2 every node uploads at most S and the root exactly S. For k ≥ 3, when k·⌈(N-1)/k⌉ > N
-the last tree's interior wraps onto the first's and a few nodes upload up to 2·S. With
-fan-out k ≥ N (the star) there is one stripe and every node takes it from the root.
+Stripe tree j is a heap order o of the positions 1..N: node o[0] takes the stripe from
+the root and node o[i] from o[(i-1)//k], so its interior nodes are the first
+⌈(N-1)/k⌉ of o. The order starts with position j + 1 (the root's children in the
+overlay tree head the stripe trees, so the coordinator's stripes reach them without a
+relay in between), then the other positions past k rotated by j blocks of interior
+size, then the other heads, as leaves. So the interiors are disjoint: for k = 2 every
+node uploads at most S and the root exactly S. For k ≥ 3, when k·⌈(N-1)/k⌉ > N the last
+tree's interior wraps onto the first's and a few nodes upload up to 2·S. With fan-out
+k ≥ N (the star) there is one stripe and every node takes it from the root.
 When a node is down, its children in a stripe tree take that stripe from the nearest
 live ancestor in the same tree. Pure functions; no I/O.
 """
@@ -48,8 +51,13 @@ def stripe_order(stripe: int, *, nodes: int, fanout: int) -> list[int]:
     count = stripe_count(nodes=nodes, fanout=fanout)
     if not 0 <= stripe < count:
         raise TopologyError(f"stripe {stripe} does not exist; there are {count}")
-    shift = stripe * -(-nodes // fanout) if count > 1 else 0
-    return [(shift + i) % nodes + 1 for i in range(nodes)]
+    if count == 1:
+        return list(range(1, nodes + 1))
+    head, others = stripe + 1, list(range(count + 1, nodes + 1))
+    block = -(-(nodes - 1) // fanout) - 1  # interior nodes of a tree besides its head
+    shift = stripe * block % len(others) if others else 0
+    return [head, *others[shift:], *others[:shift],
+            *(h for h in range(1, count + 1) if h != head)]
 
 
 def stripe_parent(node: int, stripe: int, *, nodes: int, fanout: int) -> int:

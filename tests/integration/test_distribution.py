@@ -108,7 +108,7 @@ def test_distribution_survives_a_dead_interior_node_and_a_cut_link(
     model = padded_model(tmp_path / "b.gguf", mib=32, seed=2)
     sha = sha256_of(model)
     client.add_model(name="striped-b", path=str(model), threads=1, n_ctx=256)
-    # host 1 heads stripe 0's tree (it serves 2 and 3) and relays 3 and 4's traffic
+    # host 1 heads stripe 0's tree (it serves 3 and 4) and relays 3 and 4's traffic
     wait_for("the transfer to get going", lambda: received(fleet, 2, sha) >= 4 * MiB,
              fleet=fleet, timeout_s=120)
     (first,) = [p for p in fleet.processes
@@ -116,7 +116,7 @@ def test_distribution_survives_a_dead_interior_node_and_a_cut_link(
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(timeout=10)
     fleet.processes.remove(first)
-    lab.cut(6)  # 6 serves stripe 1 to 1 and 2
+    lab.cut(6)  # 6 serves stripe 1 to 4 (and 1)
     wait_for("the others to go on without them",
              lambda: received(fleet, 2, sha) >= 12 * MiB, fleet=fleet, timeout_s=120)
     lab.restore(6)

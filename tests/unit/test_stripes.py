@@ -57,9 +57,11 @@ def test_the_origin_sends_the_file_about_once_and_no_node_more_than_twice(
 
 def test_fanout_two_uses_every_interior_node_once() -> None:
     uploads = stripe_uploads(nodes=7, fanout=2)
-    assert uploads == {0: 2, 1: 2, 2: 2, 3: 2, 4: 0, 5: 2, 6: 2, 7: 2}
-    assert stripe_order(1, nodes=7, fanout=2) == [5, 6, 7, 1, 2, 3, 4]
-    assert stripe_sources(1, nodes=7, fanout=2) == (ROOT, 6)  # 5 → 6, 7; 6 → 1, 2
+    assert uploads == {0: 2, 1: 2, 2: 2, 3: 2, 4: 2, 5: 2, 6: 2, 7: 0}
+    # headed by the root's children in the overlay tree; interiors {1, 3, 4}, {2, 5, 6}
+    assert stripe_order(0, nodes=7, fanout=2) == [1, 3, 4, 5, 6, 7, 2]
+    assert stripe_order(1, nodes=7, fanout=2) == [2, 5, 6, 7, 3, 4, 1]
+    assert stripe_sources(1, nodes=7, fanout=2) == (ROOT, 6)  # 2 → 5, 6; 6 → 4, 1
 
 
 @settings(max_examples=200)
