@@ -4,8 +4,10 @@
 10.77.<subnet>.1) and one network namespace per agent host, each with its own loopback
 and a veth link into the bridge (10.77.<subnet>.<10 + i>). Processes run in a host with
 `ip netns exec`; `cut(i)` takes a host's link down and `restore(i)` brings it back, and
-`shape(i, mbit=...)` limits its bandwidth with `tc`. Everything is removed on `close()`.
-Needs root and iproute2; `available()` says why not when it cannot work.
+`shape(i, mbit=...)` limits its bandwidth with `tc` (`shape_duplex` both ways, like a NIC;
+`shape_gateway` what the root namespace sends). `measure_mbit` checks a shaped path.
+Everything is removed on `close()`. Needs root and iproute2; `available()` says why not
+when it cannot work.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ import contextlib
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tests.support.requirements import missing
 
@@ -23,6 +27,39 @@ from tests.support.requirements import missing
 def _ip(*args: str, netns: str | None = None) -> None:
     command = ["ip", *args] if netns is None else ["ip", "netns", "exec", netns, "ip", *args]
     subprocess.run(command, check=True, capture_output=True, timeout=30)
+
+
+def _tbf(device: str, *, mbit: float, netns: str | None = None) -> None:
+    """A token bucket of `mbit` on `device`'s egress. Its burst is at least rate/HZ (one
+    timer tick's worth for HZ >= 100), else tbf cannot reach the rate at high rates."""
+    burst = max(4096, int(mbit * 1e6 / 8 / 100))
+    prefix = [] if netns is None else ["ip", "netns", "exec", netns]
+    subprocess.run([*prefix, "tc", "qdisc", "replace", "dev", device, "root", "tbf", "rate",
+                    f"{mbit}mbit", "burst", str(burst), "latency", "400ms"],
+                   check=True, capture_output=True, timeout=30)
+
+
+# Counts bytes from the first to the end of one TCP stream; prints Mbit/s.
+_SINK = """import socket, sys, time
+server = socket.create_server((sys.argv[1], int(sys.argv[2])))
+print("ready", flush=True)
+server.settimeout(30)
+conn, _ = server.accept()
+conn.settimeout(30)
+conn.recv(1 << 16)  # the clock starts once data flows
+total, start = 0, time.monotonic()
+while data := conn.recv(1 << 16):
+    total += len(data)
+print(total * 8 / 1e6 / (time.monotonic() - start), flush=True)
+"""
+# Sends zeros to HOST:PORT for SECONDS.
+_SOURCE = """import socket, sys, time
+conn = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=30)
+block, end = bytes(1 << 16), time.monotonic() + float(sys.argv[3])
+while time.monotonic() < end:
+    conn.sendall(block)
+conn.close()
+"""
 
 
 def available() -> str | None:
@@ -120,9 +157,53 @@ class NetLab:
 
     def shape(self, host: int, *, mbit: float) -> None:
         """Limit the host's link toward it to `mbit` (token bucket)."""
-        subprocess.run(["tc", "qdisc", "replace", "dev", self._veth(host), "root", "tbf",
-                        "rate", f"{mbit}mbit", "burst", "32kbit", "latency", "400ms"],
-                       check=True, capture_output=True, timeout=30)
+        _tbf(self._veth(host), mbit=mbit)
+
+    def shape_duplex(self, host: int, *, mbit: float) -> None:
+        """Limit the host's link to `mbit` each way, like a full-duplex NIC: what it
+        receives (the root side of its veth) and what it sends (its side, in its netns)."""
+        _tbf(self._veth(host), mbit=mbit)
+        _tbf(f"{self.tag}p{host}", mbit=mbit, netns=self.netns(host))
+
+    def shape_gateway(self, *, mbit: float) -> None:
+        """Limit what the root namespace (the coordinator's host) sends into the bridge to
+        `mbit`, in all: locally sent packets leave through the bridge device's own qdisc,
+        while frames the bridge forwards between hosts do not pass it. Checked with
+        `measure_mbit` with only this shaping, at 80 Mbit/s: root to a host 76.6 Mbit/s of
+        payload (0.96: TCP/IP headers) against 12.7 Gbit/s unshaped; two streams to two
+        hosts at once 76.9 in sum; host to host and host to root still 12 Gbit/s."""
+        _tbf(self.bridge, mbit=mbit)
+
+    def link_bytes(self, host: int) -> tuple[int, int]:
+        """(received, sent): bytes `host` got and sent over its link so far (host 0: what
+        the root namespace itself got from and sent into the bridge)."""
+        device = self.bridge if host == 0 else self._veth(host)
+        stats = [int(Path(f"/sys/class/net/{device}/statistics/{name}_bytes").read_text())
+                 for name in ("rx", "tx")]
+        # the root side of a veth sends what its host receives; the bridge device, what
+        # the root namespace sends
+        return (stats[1], stats[0]) if host else (stats[0], stats[1])
+
+    def measure_mbit(self, source: int, sink: int, *, seconds: float = 3.0,
+                     port: int = 7999) -> float:
+        """Throughput of one TCP stream from host `source` to host `sink` (0 is the root
+        namespace) over `seconds`, Mbit/s: a check that shaping gives the rate asked."""
+        def on(host: int) -> list[str]:
+            return [] if host == 0 else self.wrapper(host)
+
+        address = self.gateway if sink == 0 else self.address(sink)
+        with subprocess.Popen([*on(sink), sys.executable, "-c", _SINK, address, str(port)],
+                              stdout=subprocess.PIPE, text=True) as receiver:
+            try:
+                if receiver.stdout is None or receiver.stdout.readline().strip() != "ready":
+                    raise RuntimeError(f"the throughput sink on host {sink} did not start "
+                                       f"(is port {port} taken there?)")
+                subprocess.run([*on(source), sys.executable, "-c", _SOURCE, address,
+                                str(port), str(seconds)], check=True, timeout=seconds + 30)
+                out, _ = receiver.communicate(timeout=30)
+            finally:
+                receiver.kill()
+        return float(out.strip())
 
 
 @contextlib.contextmanager
