@@ -255,6 +255,7 @@ class Agent:
             for result in again:
                 await sock.send_multipart(encode(result), flags=zmq.NOBLOCK)
             await sock.send_multipart(encode(LeasesHeld(lease_ids=held)), flags=zmq.NOBLOCK)
+        self._fetcher.session_changed()  # chunk requests may have died there too
         return sock
 
     async def _session(self) -> bool:
@@ -307,6 +308,7 @@ class Agent:
                         self._interval = message.heartbeat_interval_s
                         self._liveness = message.liveness
                         self._connected.set()
+                        self._fetcher.session_changed()  # requests of an old session
                         log.info("registered as node %d", message.node_id)
                     case Rejected(reregister=False):
                         raise RegistrationRefused(f"the coordinator refused this agent: "

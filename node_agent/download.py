@@ -5,11 +5,15 @@ each stripe comes from its own source (`relay.chunk_sources`: this node's parent
 stripe tree, or the coordinator). Stripes are fetched independently, each with its own
 window of chunks in flight, and chunks are written at their offsets as they come, so a
 stripe whose source lags does not hold up the others (nor, through this node, their
-subtrees). When a source refuses a range, or no chunk of its stripe arrives for
-`stall_s`, that source is blamed and the fetch goes on without it, asking again only for
+subtrees). When a peer refuses a range, or no chunk of its stripe arrives for
+`stall_s`, that peer is blamed and the fetch goes on without it, asking again only for
 the chunks it does not hold; a topology change that moves a stripe to another source
-does the same. The finished file is checked against its sha256 before it is moved into
-place (`ModelStore.finish`).
+does the same. The coordinator is given `HUB_PATIENCE` times longer: it serves every
+node it is the source for from one uplink (a star's whole fleet), so a chunk may wait
+there a while, and asking again would only queue the same bytes twice. Requests lost
+with a session (a new route, a reconnect) are sent again when `resend()` says so. The
+finished file is checked against its sha256 before it is moved into place
+(`ModelStore.finish`).
 
 `PeerLinks` are the agent's DEALER sockets to other nodes' relays, opened on first use
 and closed when no fetch needs them.
@@ -46,6 +50,7 @@ log = logging.getLogger("slmfleet.agent")
 
 CHUNK_BYTES = 1 << 20
 CHUNK_WINDOW = 8  # chunks in flight per fetch, shared by its stripes (at least 4 each)
+HUB_PATIENCE = 5  # × stall_s before a stripe from the coordinator counts as stalled
 
 
 @dataclass(frozen=True)
@@ -74,11 +79,13 @@ async def fetch_model(spec: WorkerSpec, *, store: ModelStore,
                       send: Callable[[Upstream, ChunkRequest], Awaitable[object]],
                       arrivals: asyncio.Queue[Arrival], replan: asyncio.Event,
                       stall_s: float, progress: Callable[[int], None],
-                      blame: Callable[[Upstream], None]) -> None:
+                      blame: Callable[[Upstream], None],
+                      resend: Callable[[], bool] = lambda: False) -> None:
     """Download `spec`'s file until it is whole and verified.
 
     `sources()` gives the source of each stripe now; requests go out by `send`, and
-    answers arrive on `arrivals`; `replan` is set when the sources may have changed.
+    answers arrive on `arrivals`; `replan` is set when the sources may have changed, or
+    when requests may have been lost (then `resend()` is true).
     Raises ModelStoreError when the file cannot be stored or fails its sha256.
     """
     chunks = [(offset, min(CHUNK_BYTES, spec.size - offset))
@@ -92,7 +99,7 @@ async def fetch_model(spec: WorkerSpec, *, store: ModelStore,
         try:
             await _Attempt(spec, store=store, plan=plan, stall_s=stall_s).run(
                 missing, sources=sources, send=send, arrivals=arrivals, replan=replan,
-                progress=progress)
+                progress=progress, resend=resend)
         except SourceFailed as failed:
             log.warning("download of %s: %s; resuming from elsewhere", spec.model, failed)
             blame(failed.source)
@@ -112,12 +119,14 @@ class _Attempt:
         self.inflight: dict[int, tuple[int, int]] = {}  # offset -> (stripe, length)
         self.flying = [0] * len(plan)
         self.heard = [time.monotonic()] * len(plan)  # last chunk of each stripe
+        self.patience = [stall_s * (HUB_PATIENCE if source.position == ROOT else 1)
+                         for source in plan]
 
     async def run(self, missing: list[tuple[int, int]], *,
                   sources: Callable[[], tuple[Upstream, ...]],
                   send: Callable[[Upstream, ChunkRequest], Awaitable[object]],
                   arrivals: asyncio.Queue[Arrival], replan: asyncio.Event,
-                  progress: Callable[[int], None]) -> None:
+                  progress: Callable[[int], None], resend: Callable[[], bool]) -> None:
         for offset, length in missing:
             self.todo[(offset // CHUNK_BYTES) % len(self.plan)].append((offset, length))
         left = len(missing)
@@ -127,7 +136,7 @@ class _Attempt:
             arrival = await _next(arrivals, replan, self._quiet_for())
             if arrival is None:
                 if replan.is_set():
-                    if sources() != self.plan:
+                    if resend() or sources() != self.plan:
                         raise _Replanned
                     replan.clear()
                 continue
@@ -163,16 +172,17 @@ class _Attempt:
 
     def _quiet_for(self) -> float:
         """How long until the quietest stripe that waits for chunks counts as stalled."""
-        waiting = [self.heard[s] for s in range(len(self.plan)) if self.flying[s]]
-        return max(0.01, self.stall_s - (time.monotonic() - min(waiting))) if waiting \
-            else self.stall_s
+        now = time.monotonic()
+        left = [self.patience[s] - (now - self.heard[s]) for s in range(len(self.plan))
+                if self.flying[s]]
+        return max(0.01, min(left)) if left else self.stall_s
 
     def _check_stalls(self) -> None:
         now = time.monotonic()
         for stripe, source in enumerate(self.plan):
-            if self.flying[stripe] and now - self.heard[stripe] >= self.stall_s:
+            if self.flying[stripe] and now - self.heard[stripe] >= self.patience[stripe]:
                 raise SourceFailed(source, f"no chunk from {_name(source)} for "
-                                   f"{self.stall_s:.0f} s")
+                                   f"{self.patience[stripe]:.0f} s")
 
 
 async def _next(arrivals: asyncio.Queue[Arrival], replan: asyncio.Event, wait_s: float

@@ -43,6 +43,7 @@ class ModelFetcher:
         self._arrivals: dict[str, asyncio.Queue[Arrival]] = {}
         self._replans: dict[str, asyncio.Event] = {}
         self._avoid: dict[int, float] = {}  # peers that failed to serve, until when
+        self._resend: set[str] = set()  # fetches whose session requests may be lost
         self.progress: dict[str, int] = {}  # bytes held of each model being fetched
 
     def want(self, specs: Iterable[WorkerSpec]) -> None:
@@ -56,6 +57,12 @@ class ModelFetcher:
     def topology_changed(self) -> None:
         for replan in self._replans.values():
             replan.set()
+
+    def session_changed(self) -> None:
+        """The session moved or was made again: requests sent over the old one may be
+        lost, so every fetch asks again for what it still misses."""
+        self._resend |= set(self._replans)
+        self.topology_changed()
 
     def sources(self) -> tuple[Upstream, ...]:
         now = time.monotonic()
@@ -74,13 +81,21 @@ class ModelFetcher:
         try:
             await fetch_model(spec, store=self.store, send=self._request, sources=self.sources,
                               arrivals=self._arrivals[sha], replan=self._replans[sha],
-                              blame=self._blame, stall_s=stall_s, progress=progress)
+                              blame=self._blame, stall_s=stall_s, progress=progress,
+                              resend=lambda: self._take_resend(sha))
             self.server.done(sha)
         finally:
             del self._arrivals[sha], self._replans[sha]
+            self._resend.discard(sha)
             self.progress.pop(sha, None)
             if not self._arrivals:
                 self._links.close()
+
+    def _take_resend(self, sha256: str) -> bool:
+        if sha256 in self._resend:
+            self._resend.discard(sha256)
+            return True
+        return False
 
     async def _request(self, source: Upstream, request: ChunkRequest) -> None:
         if source.endpoint is None:  # the coordinator, over the session

@@ -98,10 +98,11 @@ class Sources:
         self.plan = tuple(HUB if s == source else s for s in self.plan)
 
     async def fetch(self, spec: WorkerSpec, store: ModelStore, *,
-                    progress: Callable[[int], None] = lambda _offset: None) -> None:
+                    progress: Callable[[int], None] = lambda _offset: None,
+                    resend: Callable[[], bool] = lambda: False) -> None:
         await fetch_model(spec, store=store, sources=lambda: self.plan, send=self.send,
                           arrivals=self.arrivals, replan=self.replan, stall_s=0.3,
-                          progress=progress, blame=self.blame)
+                          progress=progress, blame=self.blame, resend=resend)
 
 
 def fetching(tmp_path: Path, *, chunks: float, plan: tuple[Upstream, ...]
@@ -136,6 +137,26 @@ async def test_a_lagging_stripe_does_not_hold_up_the_others(tmp_path: Path) -> N
     # all of stripe 0 was in before the third chunk of stripe 1 (a window shared by the
     # stripes, written in order, would have let stripe 0 get only ~4 chunks ahead)
     assert sources.delivered[:10].count(HUB) == 8
+
+
+@run
+async def test_requests_lost_with_a_session_are_sent_again_not_blamed_on_the_hub(
+        tmp_path: Path) -> None:
+    """The coordinator gets more patience than a peer (it may serve a whole star from
+    one uplink); requests lost with the old session are asked again when it changes."""
+    sources, spec, store = fetching(tmp_path, chunks=6, plan=(HUB,))
+    sources.silent.add(HUB)  # the first requests die with the session
+
+    def session_changed() -> None:
+        sources.silent.clear()
+        sources.replan.set()
+
+    asyncio.get_running_loop().call_later(0.4, session_changed)  # past a peer's 0.3 s
+    await sources.fetch(spec, store, resend=lambda: True)
+    assert store.path(spec.sha256).read_bytes() == sources.blob
+    assert sources.blamed == []
+    first = [offset for _, offset, _ in sources.asked[:6]]
+    assert sorted(o for _, o, _ in sources.asked[6:]) == sorted(first)
 
 
 def test_chunks_held_out_of_order_survive_a_restart(tmp_path: Path) -> None:
