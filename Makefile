@@ -6,6 +6,7 @@
 #   make lint                     ruff + mypy --strict
 #   make images                   build the worker, agent and coordinator images (needs an engine)
 #   make docker-engine            install and start Debian's Docker engine (root)
+#   make postgres                 install and start a local PostgreSQL for the store tests (root)
 #
 # llama-cpp-python is compiled once into $(WHEELHOUSE) (outside the checkout, so every
 # clone on this machine reuses it); the venv is rebuilt only when pyproject.toml changes.
@@ -15,10 +16,13 @@ VENV        ?= .venv
 WHEELHOUSE  ?= $(HOME)/.cache/slmfleet/wheelhouse
 DEMO_ARGS   ?= --exit
 PYTEST_ARGS ?=
+# the PostgreSQL server of the store tests (tests/support/postgres.py); `make postgres`
+# (deploy/dev/postgres.sh) sets up this default one
+export SLMFLEET_TEST_POSTGRES_URL ?= postgresql+psycopg://slmfleet:slmfleet@127.0.0.1:5432/slmfleet_test
 BIN         := $(VENV)/bin
 STAMP       := $(VENV)/.slmfleet-installed
 
-.PHONY: setup demo test lint system clean images docker-engine containers
+.PHONY: setup demo test lint system clean images docker-engine containers postgres
 
 setup: $(STAMP)
 
@@ -41,7 +45,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: $(STAMP) lint containers
+test: $(STAMP) lint containers postgres
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The Docker engine and the images for the container tests. In CI a failure stops the
@@ -50,6 +54,13 @@ containers: $(STAMP)
 	@if bash deploy/dev/docker-engine.sh && bash deploy/docker/build-images.sh; then :; \
 	elif [ -n "$$CI" ]; then echo "make containers failed (required in CI)" >&2; exit 1; \
 	else echo "warning: no Docker engine or images: the container tests will be skipped" >&2; fi
+
+# A local PostgreSQL server (Debian's postgresql) for the store tests. In CI a failure
+# stops the run; elsewhere (say, no root to install it) those tests are skipped instead.
+postgres:
+	@if bash deploy/dev/postgres.sh; then :; \
+	elif [ -n "$$CI" ]; then echo "make postgres failed (required in CI)" >&2; exit 1; \
+	else echo "warning: no PostgreSQL server: the PostgreSQL store tests will be skipped" >&2; fi
 
 images: $(STAMP)
 	bash deploy/docker/build-images.sh

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 
 from coordinator.errors import SlmfleetError
 
@@ -34,7 +35,8 @@ def _logging(verbose: bool) -> None:
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}")
+    """Print `message` as one error line (never wrapped, never read as markup)."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -70,19 +72,30 @@ def coordinator(
     hub_port: int = 5555,
     token: Annotated[str | None, typer.Option(envvar="SLMFLEET_TOKEN",
                                               help="Join token (generated if absent).")] = None,
-    database_url: Annotated[str | None, typer.Option(envvar="SLMFLEET_DATABASE_URL")] = None,
+    database_url: Annotated[str | None, typer.Option(
+        envvar="SLMFLEET_DATABASE_URL",
+        help="The store: postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE for a shared "
+             "PostgreSQL one (default: SQLite, <data-dir>/slmfleet.db). Its schema is "
+             "migrated when the coordinator starts.")] = None,
     fanout: Annotated[int, typer.Option(min=1, max=64, help="Fan-out k of the overlay tree "
                                                        "(GET /api/v1/topology).")] = 2,
     verbose: bool = False,
 ) -> None:
     """Run the coordinator: HTTP API + status page + ZeroMQ hub."""
     from coordinator.server import Settings, hub_keys, join_token, serve
+    from coordinator.store import Store
     from node_agent.errors import AgentError
 
     _logging(verbose)
     settings = Settings(data_dir=data_dir, api_host=api_host, api_port=api_port,
                         hub_host=hub_host, hub_port=hub_port, token=token,
                         database_url=database_url, fanout=fanout)
+    try:  # first: a wrong URL or an unreachable server changes nothing
+        store = Store(settings.db_url)
+    except SlmfleetError as exc:  # StoreError, SchemaError
+        raise _fail(str(exc), 2) from None
+    console.print(f"store: {store.engine.url.render_as_string(hide_password=True)}",
+                  highlight=False, soft_wrap=True)
     if token is None:
         console.print(f"join token: {join_token(settings)} (in {data_dir / 'join_token'})")
     try:
@@ -92,7 +105,7 @@ def coordinator(
     console.print(f"hub key: {public} (in {data_dir / 'hub.key'}); agents: "
                   "--coordinator-key", highlight=False)
     try:
-        asyncio.run(serve(settings))
+        asyncio.run(serve(settings, store=store))
     except KeyboardInterrupt:
         pass
 

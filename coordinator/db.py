@@ -2,18 +2,25 @@
 
 One `WorkItemRow` per (job, model, task, dataset item, repeat) holds the rendered prompt,
 its lease while a node works on it, and — once done — the prediction, its score and
-the node's measurements, so a result is one row. SQLite (WAL) is the embedded default.
+the node's measurements, so a result is one row. SQLite (WAL) is the embedded default;
+PostgreSQL (through psycopg 3) is the store for shared deployments. The Alembic migrations
+in `coordinator/migrations/` create and upgrade these tables (`coordinator.migrate`), and a
+test checks that they build exactly this schema.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
+    Dialect,
     Float,
     ForeignKey,
     Index,
@@ -21,15 +28,17 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
     create_engine,
     event,
-    inspect,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from coordinator.errors import SchemaError
+from coordinator.errors import StoreError
+from coordinator.migrate import describe_db_error, upgrade_store
 
 
 def utcnow() -> datetime:
@@ -40,10 +49,31 @@ class Base(DeclarativeBase):
     pass
 
 
+# Names and keys are bounded by the API that takes them, not by their column: SQLite never
+# enforced VARCHAR lengths, so on PostgreSQL they are TEXT, which keeps that behaviour (a
+# judge job's item keys, say, join a model name and an item id).
+Name = String(128).with_variant(Text(), "postgresql")
+# A model file passes 2 GiB: INTEGER is 64-bit on SQLite but 32-bit on PostgreSQL.
+ByteSize = Integer().with_variant(BigInteger(), "postgresql")
+
+
+class FreeText(TypeDecorator[str]):
+    """Text from models, agents and datasets. PostgreSQL's text cannot hold NUL, so there
+    a NUL is stored as U+FFFD; SQLite stores the text as it is."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        if value is not None and dialect.name == "postgresql" and "\x00" in value:
+            return value.replace("\x00", "\ufffd")
+        return value
+
+
 class NodeRow(Base):
     __tablename__ = "nodes"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(128), unique=True)
+    name: Mapped[str] = mapped_column(Name, unique=True)
     facts: Mapped[dict[str, Any]] = mapped_column(JSON)
     runtime: Mapped[str] = mapped_column(String(16))
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
@@ -58,9 +88,9 @@ class NodeRow(Base):
 
 class ModelRow(Base):
     __tablename__ = "models"
-    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str] = mapped_column(Name, primary_key=True)
     sha256: Mapped[str] = mapped_column(String(64), unique=True)
-    size: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(ByteSize)
     path: Mapped[str] = mapped_column(Text)
     threads: Mapped[int] = mapped_column(Integer, default=2)
     n_ctx: Mapped[int] = mapped_column(Integer, default=2048)
@@ -74,7 +104,7 @@ class DatasetRow(Base):
     """A user dataset, stored whole: the bytes a job's results name by sha256."""
 
     __tablename__ = "datasets"
-    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str] = mapped_column(Name, primary_key=True)
     task: Mapped[str] = mapped_column(String(32))
     sha256: Mapped[str] = mapped_column(String(64))
     format: Mapped[str] = mapped_column(String(8), default="jsonl")  # jsonl, csv or text
@@ -88,7 +118,7 @@ class DatasetRow(Base):
 class JobRow(Base):
     __tablename__ = "jobs"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(Name)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     state: Mapped[str] = mapped_column(String(16), default="running")
     total: Mapped[int] = mapped_column(Integer, default=0)
@@ -104,12 +134,12 @@ class WorkItemRow(Base):
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
-    model: Mapped[str] = mapped_column(String(128))
+    model: Mapped[str] = mapped_column(Name)
     task: Mapped[str] = mapped_column(String(32))
-    dataset: Mapped[str] = mapped_column(String(128))
-    item_key: Mapped[str] = mapped_column(String(128))
+    dataset: Mapped[str] = mapped_column(Name)
+    item_key: Mapped[str] = mapped_column(Name)
     repeat: Mapped[int] = mapped_column(Integer, default=0)
-    prompt: Mapped[str] = mapped_column(Text)
+    prompt: Mapped[str] = mapped_column(FreeText)
     reference: Mapped[dict[str, Any]] = mapped_column(JSON)
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(16), default="pending")
@@ -118,10 +148,10 @@ class WorkItemRow(Base):
     lease_node: Mapped[int | None] = mapped_column(Integer, nullable=True)
     lease_deadline: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     node_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    output: Mapped[str | None] = mapped_column(Text, nullable=True)
-    prediction: Mapped[str | None] = mapped_column(Text, nullable=True)
+    output: Mapped[str | None] = mapped_column(FreeText, nullable=True)
+    prediction: Mapped[str | None] = mapped_column(FreeText, nullable=True)
     score: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error: Mapped[str | None] = mapped_column(FreeText, nullable=True)
     ttft_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     tpot_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     e2e_s: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -133,49 +163,134 @@ class WorkItemRow(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
+SUPPORTED_URLS = ("sqlite:///PATH (the default: <data-dir>/slmfleet.db) or "
+                  "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE")
+CONNECT_TIMEOUT_S = 10
+
+
+def parse_store_url(url: str) -> URL:
+    """Parse a store URL: SQLite, or PostgreSQL through psycopg 3 (`postgresql://` means
+    that driver too). Anything else is a `StoreError` naming the forms that work."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):  # never echo it: it may hold a password
+        raise StoreError(f"the database URL is not a URL that slmfleet understands; use "
+                         f"{SUPPORTED_URLS}") from None
+    if parsed.drivername in ("postgresql", "postgresql+psycopg"):
+        return parsed.set(drivername="postgresql+psycopg")
+    if parsed.drivername in ("sqlite", "sqlite+pysqlite"):
+        return parsed
+    raise StoreError(f"the database URL {shown(parsed)} names '{parsed.drivername}', which "
+                     f"slmfleet does not support; use {SUPPORTED_URLS}")
+
+
+def shown(url: URL) -> str:
+    """The URL as it may be printed: the password hidden."""
+    return url.render_as_string(hide_password=True)
+
+
 def make_engine(url: str) -> Engine:
-    """An engine for `url`; SQLite files get WAL mode, a busy timeout and atomic transactions.
+    """An engine for the store at `url`, its schema upgraded to this version's.
 
-    pysqlite on its own runs a transaction's first SELECT outside any transaction and
-    begins one only at the first write, so a read-modify-write (lease an item, cancel a
-    job, record a result) could interleave with another thread's. Every transaction here
-    starts with BEGIN IMMEDIATE instead (SQLAlchemy's documented recipe), which makes each
-    one atomic against the others.
+    SQLite files get WAL mode, a busy timeout and atomic transactions: pysqlite on its own
+    runs a transaction's first SELECT outside any transaction and begins one only at the
+    first write, so a read-modify-write (lease an item, cancel a job, record a result)
+    could interleave with another thread's. Every transaction here starts with BEGIN
+    IMMEDIATE instead (SQLAlchemy's documented recipe), which makes each one atomic against
+    the others. PostgreSQL runs at READ COMMITTED; the store locks the rows it changes
+    (`coordinator.store`). A bad URL or a server that cannot be reached is a `StoreError`,
+    a store of another slmfleet version a `SchemaError` (`coordinator.migrate`).
     """
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": 30} if url.startswith("sqlite") else {})
-    if url.startswith("sqlite"):
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-            dbapi_connection.isolation_level = None  # transactions are begun below, not by pysqlite
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.close()
-
-        @event.listens_for(engine, "begin")
-        def _begin_immediate(connection: Any) -> None:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
-    Base.metadata.create_all(engine)
-    check_schema(engine)
+    parsed = parse_store_url(url)
+    engine = _sqlite_engine(parsed) if parsed.get_backend_name() == "sqlite" else (
+        _postgresql_engine(parsed))
+    try:
+        _check_reachable(engine)
+        upgrade_store(engine)
+    except BaseException:
+        engine.dispose()
+        raise
     return engine
 
 
-def check_schema(engine: Engine) -> None:
-    """Refuse, with the fix, a store whose tables lack columns of this version's schema.
+def json_dumps(value: Any) -> str:
+    """JSON for the store's JSON columns; NaN and infinities (which PostgreSQL's json
+    refuses and JSON has no word for) are stored as null on every backend."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(value), allow_nan=False)
 
-    `create_all` creates missing tables but never alters existing ones, so an older
-    store would otherwise fail later, on the first query that touches a new column.
-    """
-    inspector = inspect(engine)
-    for table in Base.metadata.sorted_tables:
-        present = {c["name"] for c in inspector.get_columns(table.name)}
-        missing = [c.name for c in table.columns if c.name not in present]
-        if missing:
-            raise SchemaError(
-                f"the store at {engine.url.render_as_string(hide_password=True)} was made by "
-                f"an older slmfleet: table {table.name} lacks {', '.join(missing)}. Move it "
-                "aside (or use a new --data-dir) and start again; results in it stay "
-                "readable with the older version")
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _sqlite_engine(url: URL) -> Engine:
+    if url.database and url.database != ":memory:":
+        folder = Path(url.database).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create {folder} for the store: {exc.strerror}; pass "
+                             "another --data-dir (or --database-url)") from None
+    engine = create_engine(url, connect_args={"timeout": 30}, json_serializer=json_dumps)
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # transactions are begun below, not by pysqlite
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def _postgresql_engine(url: URL) -> Engine:
+    connect_args = {} if "connect_timeout" in url.query else {
+        "connect_timeout": CONNECT_TIMEOUT_S}
+    try:
+        return create_engine(url, connect_args=connect_args, pool_pre_ping=True,
+                             json_serializer=json_dumps)
+    except ImportError as exc:
+        raise StoreError(f"cannot use PostgreSQL: its driver did not load ({exc}); "
+                         "reinstall slmfleet, or pip install 'psycopg[binary]'") from None
+
+
+def _check_reachable(engine: Engine) -> None:
+    """Connect once, so that a wrong address, password or path is one clear error."""
+    url = shown(engine.url)
+    try:
+        with engine.connect() as connection:
+            encoding = connection.exec_driver_sql("SHOW server_encoding").scalar() if (
+                engine.dialect.name == "postgresql") else "UTF8"
+            connection.rollback()
+    except DBAPIError as exc:
+        reason = describe_db_error(exc)
+        if engine.dialect.name != "postgresql":
+            raise StoreError(f"cannot open the store at {url} ({reason}); check the path and "
+                             "its permissions, or pass another --data-dir") from None
+        if "does not exist" in reason:
+            fix = "create it (createdb -E UTF8 -T template0 -O USER DATABASE), or fix the URL"
+        elif "authentication failed" in reason:
+            fix = "check the user and password in the URL"
+        else:
+            fix = ("check that the PostgreSQL server runs and accepts TCP connections at that "
+                   "host and port (for a local test server: make postgres)")
+        raise StoreError(f"cannot connect to the store at {url} ({reason}); {fix}") from None
+    if encoding != "UTF8":
+        raise StoreError(f"the database of the store at {url} uses the {encoding} encoding; "
+                         "slmfleet needs UTF8: create it with createdb -E UTF8 -T template0 "
+                         "-O USER DATABASE")

@@ -25,7 +25,12 @@ class ConflictError(SlmfleetError):
 
 
 class SchemaError(SlmfleetError):
-    """The store was made by another version of slmfleet and lacks columns this one needs."""
+    """The store was made by another version of slmfleet: older without migrations and
+    lacking tables or columns, or newer (a schema revision this version does not know)."""
+
+
+class StoreError(SlmfleetError):
+    """The store's database URL is wrong, or its server or file cannot be reached."""
 
 
 class NotFoundError(SlmfleetError):

@@ -79,9 +79,10 @@ def hub_keys(data_dir: Path) -> KeyPair:
     return curve.load_or_create(data_dir, "hub")
 
 
-async def serve(settings: Settings) -> None:
-    """Run the API and the hub until cancelled."""
-    store = st.Store(settings.db_url)
+async def serve(settings: Settings, *, store: st.Store | None = None) -> None:
+    """Run the API and the hub until cancelled, on `store` (default: opened from the
+    settings' database URL)."""
+    store = store or st.Store(settings.db_url)
     warm_up_embeddings()
     keys = hub_keys(settings.data_dir)
     log.info("hub public key %s (in %s); agents need it: --coordinator-key",

@@ -3,6 +3,13 @@
 Functions take a `Store` and keyword-only arguments; each runs in its own transaction.
 Results are accepted exactly once: only for the live lease of a leased item; late or
 duplicate results are discarded and counted.
+
+Each read-modify-write is atomic on both backends. SQLite runs one writing transaction at
+a time (BEGIN IMMEDIATE, `coordinator.db`). PostgreSQL runs them side by side at READ
+COMMITTED, so here they lock the rows they read before changing them (`FOR UPDATE`;
+`lease_next` skips rows that another caller holds), always a work item before its job so
+that two transactions never wait for each other; and an insert that loses a race for a
+unique name runs once more, to see the winner's row.
 """
 
 from __future__ import annotations
@@ -11,9 +18,10 @@ import uuid
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from coordinator.db import (
@@ -29,7 +37,11 @@ from coordinator.errors import ConflictError, DatasetError, ModelError, NotFound
 
 
 class Store:
-    """The SQL store behind the coordinator (SQLite by default)."""
+    """The SQL store behind the coordinator: SQLite by default, or PostgreSQL.
+
+    Opening it brings its schema up to date (`coordinator.migrate`); a bad URL or an
+    unreachable server raises `StoreError`, a store of another version `SchemaError`.
+    """
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -37,6 +49,22 @@ class Store:
         self.session: sessionmaker[Session] = sessionmaker(self.engine,
                                                            expire_on_commit=False)
         self.discarded_results = 0
+
+    def close(self) -> None:
+        """Close the store's connections (a PostgreSQL server counts them)."""
+        self.engine.dispose()
+
+
+T = TypeVar("T")
+
+
+def _once_more_if_raced(write: Callable[[], T]) -> T:
+    """Run `write`; if a concurrent insert of the same unique key won (PostgreSQL), run it
+    once more: it then finds the row the winner made and answers as for any existing row."""
+    try:
+        return write()
+    except IntegrityError:
+        return write()
 
 
 # --- nodes --------------------------------------------------------------------------
@@ -49,22 +77,25 @@ def upsert_node(store: Store, *, name: str, facts: dict[str, Any], runtime: str,
     A node is pinned to the CURVE public key it first registered with: the same name from
     another key is refused (`ConflictError`) until the operator revokes the node.
     """
-    with store.session.begin() as s:
-        node = s.scalar(select(NodeRow).where(NodeRow.name == name))
-        if node is None:
-            node = NodeRow(name=name, facts=facts, runtime=runtime, public_key=public_key)
-            s.add(node)
-        else:
-            if node.public_key and public_key and node.public_key != public_key:
-                raise ConflictError(
-                    f"node '{name}' is pinned to another key; if this machine was "
-                    f"reinstalled, revoke the old one (slmfleet nodes revoke {node.id}) and "
-                    "start the agent again")
-            node.facts, node.runtime, node.left = facts, runtime, False
-            node.public_key = public_key or node.public_key
-        node.last_seen = utcnow()
-        s.flush()
-        return node
+    def write() -> NodeRow:
+        with store.session.begin() as s:
+            node = s.scalar(select(NodeRow).where(NodeRow.name == name).with_for_update())
+            if node is None:
+                node = NodeRow(name=name, facts=facts, runtime=runtime, public_key=public_key)
+                s.add(node)
+            else:
+                if node.public_key and public_key and node.public_key != public_key:
+                    raise ConflictError(
+                        f"node '{name}' is pinned to another key; if this machine was "
+                        f"reinstalled, revoke the old one (slmfleet nodes revoke {node.id}) "
+                        "and start the agent again")
+                node.facts, node.runtime, node.left = facts, runtime, False
+                node.public_key = public_key or node.public_key
+            node.last_seen = utcnow()
+            s.flush()
+            return node
+
+    return _once_more_if_raced(write)
 
 
 def touch_nodes(store: Store, *, seen: dict[int, datetime]) -> None:
@@ -87,7 +118,7 @@ def revoke_node(store: Store, *, node_id: int) -> NodeRow:
     """Unpin a node's key and refuse that key from now on; the node may join again only
     with a new key (and the join token)."""
     with store.session.begin() as s:
-        node = s.get(NodeRow, node_id)
+        node = s.get(NodeRow, node_id, with_for_update=True)
         if node is None:
             raise NotFoundError(f"no node with id {node_id}; list nodes with GET /api/v1/nodes")
         if node.public_key:
@@ -118,21 +149,24 @@ def list_nodes(store: Store) -> list[NodeRow]:
 def add_model(store: Store, *, name: str, sha256: str, size: int, path: str,
               threads: int, n_ctx: int, chat_template: dict[str, str] | None = None,
               cpus: float | None = None, memory_mb: int | None = None) -> ModelRow:
-    with store.session.begin() as s:
-        existing = s.get(ModelRow, name)
-        if existing is not None:
-            if existing.sha256 != sha256:
-                raise ModelError(f"a model named '{name}' is already registered with another "
-                                 "file; choose a new name")
-            return existing
-        clash = s.scalar(select(ModelRow).where(ModelRow.sha256 == sha256))
-        if clash is not None:
-            raise ModelError(f"this file is already registered as '{clash.name}'")
-        row = ModelRow(name=name, sha256=sha256, size=size, path=path, threads=threads,
-                       n_ctx=n_ctx, chat_template=chat_template, cpus=cpus,
-                       memory_mb=memory_mb)
-        s.add(row)
-        return row
+    def write() -> ModelRow:
+        with store.session.begin() as s:
+            existing = s.get(ModelRow, name)
+            if existing is not None:
+                if existing.sha256 != sha256:
+                    raise ModelError(f"a model named '{name}' is already registered with "
+                                     "another file; choose a new name")
+                return existing
+            clash = s.scalar(select(ModelRow).where(ModelRow.sha256 == sha256))
+            if clash is not None:
+                raise ModelError(f"this file is already registered as '{clash.name}'")
+            row = ModelRow(name=name, sha256=sha256, size=size, path=path, threads=threads,
+                           n_ctx=n_ctx, chat_template=chat_template, cpus=cpus,
+                           memory_mb=memory_mb)
+            s.add(row)
+            return row
+
+    return _once_more_if_raced(write)
 
 
 def update_model(store: Store, *, name: str, changes: dict[str, Any]) -> ModelRow:
@@ -143,7 +177,7 @@ def update_model(store: Store, *, name: str, changes: dict[str, Any]) -> ModelRo
         raise ModelError(f"cannot change {', '.join(sorted(unknown))}; a model's worker "
                          f"settings are {', '.join(sorted(allowed))}")
     with store.session.begin() as s:
-        row = s.get(ModelRow, name)
+        row = s.get(ModelRow, name, with_for_update=True)
         if row is None:
             raise NotFoundError(f"no model named '{name}'; list models with GET /api/v1/models")
         for key, value in changes.items():
@@ -155,7 +189,7 @@ def remove_model(store: Store, *, name: str) -> None:
     """Unregister a model; agents then stop its workers. Refused while a running job
     still has work for it (cancel the job first); finished results stay."""
     with store.session.begin() as s:
-        row = s.get(ModelRow, name)
+        row = s.get(ModelRow, name, with_for_update=True)
         if row is None:
             raise NotFoundError(f"no model named '{name}'; list models with GET /api/v1/models")
         busy = s.scalars(
@@ -186,19 +220,22 @@ def add_dataset(store: Store, *, name: str, task: str, sha256: str, content: byt
                 format: str, documents: bytes | None, labels: dict[str, str] | None,
                 items: int) -> DatasetRow:
     """Store a validated user dataset; the same name with other content is refused."""
-    with store.session.begin() as s:
-        existing = s.get(DatasetRow, name)
-        if existing is not None:
-            if existing.sha256 != sha256:
-                raise DatasetError(f"name: a dataset named '{name}' is already registered with "
-                                   "other content; choose a new name (results name their data "
-                                   "by name and sha256)")
-            return existing
-        row = DatasetRow(name=name, task=task, sha256=sha256, content=content,
-                         format=format, documents=documents, labels=labels,
-                         items=items)
-        s.add(row)
-        return row
+    def write() -> DatasetRow:
+        with store.session.begin() as s:
+            existing = s.get(DatasetRow, name)
+            if existing is not None:
+                if existing.sha256 != sha256:
+                    raise DatasetError(f"name: a dataset named '{name}' is already registered "
+                                       "with other content; choose a new name (results name "
+                                       "their data by name and sha256)")
+                return existing
+            row = DatasetRow(name=name, task=task, sha256=sha256, content=content,
+                             format=format, documents=documents, labels=labels,
+                             items=items)
+            s.add(row)
+            return row
+
+    return _once_more_if_raced(write)
 
 
 def get_dataset(store: Store, *, name: str) -> DatasetRow | None:
@@ -266,13 +303,19 @@ def job_items(store: Store, *, job_id: int) -> list[WorkItemRow]:
 
 
 def lease_next(store: Store, *, model: str, node_id: int, lease_s: float) -> WorkItemRow | None:
-    """Lease the oldest pending item of a running job for `model`, or None."""
+    """Lease the oldest pending item of a running job for `model`, or None.
+
+    Concurrent callers never lease one item twice: on PostgreSQL each locks the item it
+    takes and skips items that others hold (`FOR UPDATE SKIP LOCKED`); SQLite runs them
+    one at a time.
+    """
     with store.session.begin() as s:
         item = s.scalar(
             select(WorkItemRow).join(JobRow, JobRow.id == WorkItemRow.job_id)
             .where(WorkItemRow.model == model, WorkItemRow.status == "pending",
                    JobRow.state == "running")
-            .order_by(WorkItemRow.job_id, WorkItemRow.id).limit(1))
+            .order_by(WorkItemRow.job_id, WorkItemRow.id).limit(1)
+            .with_for_update(skip_locked=True, of=WorkItemRow))
         if item is None:
             return None
         item.status = "leased"
@@ -291,7 +334,7 @@ def complete_item(store: Store, *, item_id: int, lease_id: str, node_id: int, ou
                   scorer: Scorer) -> bool:
     """Record a result for the item's live lease; False (and counted) if stale or duplicate."""
     with store.session.begin() as s:
-        item = s.get(WorkItemRow, item_id)
+        item = s.get(WorkItemRow, item_id, with_for_update=True)
         if item is None or item.status != "leased" or item.lease_id != lease_id:
             store.discarded_results += 1
             return False
@@ -314,7 +357,7 @@ def complete_item(store: Store, *, item_id: int, lease_id: str, node_id: int, ou
 def fail_item(store: Store, *, item_id: int, lease_id: str, reason: str) -> bool:
     """Mark the item of a live lease failed for good (its result cannot be scored)."""
     with store.session.begin() as s:
-        item = s.get(WorkItemRow, item_id)
+        item = s.get(WorkItemRow, item_id, with_for_update=True)
         if item is None or item.status != "leased" or item.lease_id != lease_id:
             store.discarded_results += 1
             return False
@@ -345,7 +388,11 @@ def cancel_job(store: Store, *, job_id: int) -> JobRow:
                              WorkItemRow.status.in_(("pending", "leased")))
                       .values(status="cancelled", lease_id=None, lease_deadline=None,
                               lease_node=None))
-            job.state, job.finished_at = "cancelled", utcnow()
+            # only if still running: the last result may have finished it meanwhile
+            s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.state == "running")
+                      .values(state="cancelled", finished_at=utcnow())
+                      .execution_options(synchronize_session=False))
+            s.refresh(job)
         return job
 
 
@@ -360,12 +407,13 @@ def counts(store: Store) -> dict[str, dict[str, int]]:
 
 
 def _finish_job_if_done(s: Session, *, job_id: int) -> None:
+    """Finish the job if no item is open. The job's row is locked before the count, so of
+    two results that close its last two items (PostgreSQL), the later one sees the other."""
+    job = s.get(JobRow, job_id, with_for_update=True)
     open_items = s.scalar(select(func.count()).where(
         WorkItemRow.job_id == job_id, WorkItemRow.status.in_(("pending", "leased"))))
-    if open_items == 0:
-        job = s.get(JobRow, job_id)
-        if job is not None and job.state == "running":
-            job.state, job.finished_at = "finished", utcnow()
+    if open_items == 0 and job is not None and job.state == "running":
+        job.state, job.finished_at = "finished", utcnow()
 
 
 def requeue_expired(store: Store, *, now: datetime | None = None) -> int:

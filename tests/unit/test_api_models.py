@@ -114,7 +114,8 @@ def test_node_level_errors_are_shown_on_the_node_and_the_status_page(
 def test_a_store_made_by_an_older_version_is_refused_with_the_fix(tmp_path: Path) -> None:
     db = tmp_path / "old.db"
     st.Store(f"sqlite:///{db}")
-    with sqlite3.connect(db) as connection:  # as the store was before worker limits
+    with sqlite3.connect(db) as connection:  # as stores were before migrations and limits
+        connection.execute("DROP TABLE alembic_version")
         connection.execute("ALTER TABLE models DROP COLUMN memory_mb")
     with pytest.raises(SchemaError, match="table models lacks memory_mb. Move it aside"):
         st.Store(f"sqlite:///{db}")

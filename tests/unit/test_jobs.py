@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -29,11 +29,13 @@ repeats: 2
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> st.Store:
-    store = st.Store(f"sqlite:///{tmp_path}/s.db")
+def store(store_url: str) -> Iterator[st.Store]:
+    """A store on each backend (see conftest.py) with the model registered."""
+    store = st.Store(store_url)
     st.add_model(store, name=MODEL, sha256="1" * 64, size=1, path="/nowhere/gemma.gguf",
                  threads=2, n_ctx=2048)
-    return store
+    yield store
+    store.close()
 
 
 def spec(**changes: Any) -> dict[str, Any]:

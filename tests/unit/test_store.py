@@ -1,4 +1,7 @@
-"""Unit tests for the coordinator's store on a real SQLite file: nodes, models, leases, results."""
+"""Unit tests for the coordinator's store: nodes, models, leases, results.
+
+Each test runs on a real SQLite file and on the real PostgreSQL test server (conftest.py).
+"""
 
 from __future__ import annotations
 
@@ -276,3 +279,26 @@ def test_leasing_and_cancelling_from_two_threads_never_leaves_a_lease(
         leased_after_cancel = [i for i in st.job_items(store, job_id=job_id)
                                if i.status == "leased"]
         assert leased_after_cancel == [], f"round {round_}: a cancelled job kept a lease"
+
+
+def test_what_sqlite_takes_postgresql_takes_too(store: st.Store) -> None:
+    """Long keys (a judge job's join a model name and an item id), NUL in a model's output,
+    non-finite numbers in a score, a model file past 2 GiB."""
+    key, ref = "m" * 128 + "/" + "i" * 128 + "/r0", "d" * 128 + "@user#0123456789ab"
+    job = st.create_job(store, name="judge of job 1 by " + "m" * 128, spec={"name": "x"},
+                        items=[st.NewWorkItem(model="gemma", task="rag_judge", dataset=ref,
+                                              item_key=key, repeat=0, prompt="p\x00q",
+                                              reference={}, params={})])
+    item = lease(store)
+    assert (item.item_key, item.dataset) == (key, ref)
+    assert st.complete_item(store, item_id=item.id, lease_id=item.lease_id or "", node_id=1,
+                            output="yes\x00", measurement={"ttft_s": 0.5}, error=None,
+                            scorer=lambda _item, out: (out, {"nll": float("inf"),
+                                                             "f1": [float("nan"), 1.0]}))
+    (done,) = st.job_items(store, job_id=job.id)
+    nul = "\x00" if store.engine.dialect.name == "sqlite" else "\ufffd"  # PG text has no NUL
+    assert (done.output, done.prediction, done.prompt) == (f"yes{nul}", f"yes{nul}", f"p{nul}q")
+    assert done.score == {"nll": None, "f1": [None, 1.0]}  # JSON has no NaN or infinity
+    st.add_model(store, name="big", sha256=SHA_A, size=5 * 2**30, path="/m.gguf", threads=2,
+                 n_ctx=2048)
+    assert [m.size for m in st.list_models(store)] == [5 * 2**30]
