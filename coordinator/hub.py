@@ -164,8 +164,11 @@ class Hub:
             self.rejected_messages += 1
             log.warning("dropped frames relayed by a peer that is not a live node")
             return
+        moved = path[-1] in self._paths and self._paths[path[-1]] != path
         self._paths[path[-1]] = path
         await self._handle(path[-1], frames, key=origin_key)
+        if moved and path[-1] in self.peers:
+            await self._resync(path[-1])
 
     async def _send(self, peer: bytes, message: _Msg, data: bytes | None = None) -> None:
         frames = relay.wrap_down(self._paths.get(peer, [peer]), encode(message, data))
@@ -240,10 +243,10 @@ class Hub:
         return {s.node_id: [node_of.get(hop, 0) for hop in self._paths.get(origin, [origin])]
                 for origin, s in self.peers.items()}
 
-    async def push_topology(self) -> None:
-        """Tell every live node the overlay: its position, and every node's relay and key.
-        Nodes are placed by `overlay_view.positions` (join order; node ids never change,
-        so neither do positions, but for revoked nodes)."""
+    async def push_topology(self, *, only: bytes | None = None) -> None:
+        """Tell every live node (or `only` that one) the overlay: its position, and every
+        node's relay and key. Nodes are placed by `overlay_view.positions` (join order;
+        node ids never change, so neither do positions, but for revoked nodes)."""
         live = {s.node_id: s for s in self.peers.values()}
         keys = {n.id: n.public_key for n in st.list_nodes(self.store)}
         position = positions((node_id, key is not None) for node_id, key in keys.items())
@@ -252,9 +255,16 @@ class Hub:
                       for n, p in position.items())
         for peer, session in list(self.peers.items()):
             where = position.get(session.node_id)
-            if where is not None:
+            if where is not None and only in (None, peer):
                 await self._send(peer, Topology(position=where, fanout=self.fanout,
                                                 nodes=nodes))
+
+    async def _resync(self, peer: bytes) -> None:
+        """Send a node that moved to another route the state pushed to it lately: what
+        went out on the old route may be lost (e.g. while its new relay had not yet heard
+        of it and dropped what it sent)."""
+        await self._send(peer, self.desired_workers())
+        await self.push_topology(only=peer)
 
     def desired_workers(self) -> DesiredWorkers:
         return DesiredWorkers(workers=tuple(

@@ -322,7 +322,7 @@ class Agent:
         except asyncio.CancelledError:
             if welcomed:  # stopping on purpose: the last message says so (flushed by linger)
                 with contextlib.suppress(zmq.ZMQError):
-                    await sock.send_multipart(encode(Bye()))
+                    await sock.send_multipart(encode(Bye()), flags=zmq.NOBLOCK)
             raise
         finally:
             self._connected.clear()
@@ -363,7 +363,10 @@ class Agent:
         sock = self._socket
         if sock is None:
             return False
-        await sock.send_multipart(encode(message))
+        try:  # never wait on a link: a relay that refused the handshake takes nothing
+            await sock.send_multipart(encode(message), flags=zmq.NOBLOCK)
+        except zmq.Again:  # as if lost on the wire; every sender copes with that
+            return False
         return True
 
     async def _heartbeat_loop(self) -> None:

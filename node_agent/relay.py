@@ -8,9 +8,13 @@ and each relay pops one and passes the rest to that child. The hub learns each s
 path from the last message it got, so a node that moves to another route is reached on
 it from then on, and no relay keeps routing state.
 
-Relays are CURVE servers that admit only the keys of placed fleet nodes; the hub trusts
-relayed frames only from live, pinned nodes, and takes the originating key a relay
-vouches for (which that relay saw in its own CURVE handshake).
+Relays are CURVE servers that pass on only what the keys of placed fleet nodes send: the
+handshake completes for any key (as at the hub), so that a node which heard of its new
+relay before the relay heard of it is not shut out for good (ZeroMQ does not reconnect
+after a refused handshake), and each message is then checked against the keys of the
+relay's latest topology; anything else is dropped and counted. The hub trusts relayed
+frames only from live, pinned nodes, and takes the originating key a relay vouches for
+(which that relay saw in its own CURVE handshake).
 
 A relay also serves model chunks that a peer asks of it directly (`peer` chunk requests):
 model files travel down striped trees (`topology.stripes`), and `chunk_sources` says
@@ -121,14 +125,12 @@ def chunk_sources(topology: Topology | None, *, down: frozenset[int]) -> tuple[U
                           public_key=peers[p].public_key.encode()) for p in chosen)
 
 
-class _FleetKeys:
-    """ZAP credentials provider for a relay: only placed fleet nodes may connect."""
+class _AnyKey:
+    """ZAP credentials provider for a relay: the handshake completes for any key (and
+    ZeroMQ then tags each message with it); messages are filtered by key afterwards."""
 
-    def __init__(self) -> None:
-        self.allowed: set[bytes] = set()
-
-    def callback(self, _domain: str, key: bytes) -> bool:
-        return key in self.allowed
+    def callback(self, _domain: str, _key: bytes) -> bool:
+        return True
 
 
 class RelayServer:
@@ -138,10 +140,11 @@ class RelayServer:
                  chunks: ChunkServer | None = None) -> None:
         self._chunks = chunks
         self._serving: set[asyncio.Task[None]] = set()
-        self._gate = _FleetKeys()
+        self.allowed: set[bytes] = set()  # the keys of placed fleet nodes
+        self.dropped = 0  # messages from other keys
         self._auth = AsyncioAuthenticator(context)
         self._auth.start()
-        self._auth.configure_curve_callback(domain="*", credentials_provider=self._gate)
+        self._auth.configure_curve_callback(domain="*", credentials_provider=_AnyKey())
         self.socket = context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.ROUTER_MANDATORY, 0)
@@ -149,7 +152,7 @@ class RelayServer:
         self.socket.bind(f"tcp://{bind}")
 
     def admit(self, topology: Topology) -> None:
-        self._gate.allowed = {p.public_key.encode() for p in topology.nodes}
+        self.allowed = {p.public_key.encode() for p in topology.nodes}
 
     async def run(self, send_up: Callable[[list[bytes]], Awaitable[object]]) -> None:
         """Serve peers' chunk requests; pass everything else children send up, enveloped
@@ -157,6 +160,10 @@ class RelayServer:
         while True:
             frames = await self.socket.recv_multipart(copy=False)
             child, key = frames[0].bytes, str(frames[-1].get("User-Id") or "").encode()
+            if key not in self.allowed:
+                self.dropped += 1
+                log.debug("dropped a message from a key that is not a placed node")
+                continue
             body = [f.bytes for f in frames[1:]]
             request = self._peer_request(body)
             if request is not None:

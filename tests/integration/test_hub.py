@@ -15,7 +15,7 @@ from coordinator.hub import Hub
 from coordinator.store import Store
 from node_agent import curve
 from node_agent.hardware import hardware_facts
-from node_agent.protocol import PROTOCOL_VERSION, Heartbeat, Register, encode
+from node_agent.protocol import PROTOCOL_VERSION, RELAY, Heartbeat, Register, encode
 
 pytestmark = pytest.mark.integration
 
@@ -60,3 +60,49 @@ def test_a_stalled_hub_does_not_drop_its_peers(tmp_path: Path) -> None:
 
     before, after = asyncio.run(scenario())
     assert (before, after) == (1, 1)
+
+
+def test_a_node_that_moves_to_another_route_gets_the_pushed_state_again(tmp_path: Path
+                                                                        ) -> None:
+    """What the hub pushed while a node was moving may be lost on the old route, so on
+    the first message by the new one it sends the desired workers and topology again."""
+    async def scenario() -> list[str]:
+        context = zmq.asyncio.Context()
+        keys = curve.load_or_create(tmp_path, "hub")
+        hub = Hub(store=Store(f"sqlite:///{tmp_path / 's.db'}"), token="t", keys=keys,
+                  bind="tcp://127.0.0.1:0", heartbeat_interval_s=10, context=context)
+        running = asyncio.create_task(hub.run())
+        sockets = []
+        pairs = {name: curve.KeyPair(*zmq.curve_keypair()) for name in ("relay", "child")}
+        for name, pair in pairs.items():
+            sock = context.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.ROUTING_ID, name.encode())
+            pair.apply_client(sock, server_key=keys.public)
+            sock.connect(f"tcp://127.0.0.1:{hub.port}")
+            await sock.send_multipart(encode(Register(
+                protocol=PROTOCOL_VERSION, token="t", name=name, facts=hardware_facts(),
+                relay="127.0.0.1:1" if name == "relay" else None)))
+            sockets.append(sock)
+        relay, child = sockets
+        try:
+            for sock in sockets:  # welcome, desired workers, topologies
+                while await sock.poll(timeout=300):
+                    await sock.recv_multipart()
+            # the child now speaks through the relay, which vouches for its key
+            await relay.send_multipart([RELAY, b"child", pairs["child"].public,
+                                        *encode(Heartbeat(seq=1))])
+            resent = []
+            while await relay.poll(timeout=1000):
+                frames = await relay.recv_multipart()
+                if frames[:2] == [RELAY, b"child"]:
+                    resent.append(json.loads(frames[2])["type"])
+            return resent
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+            for sock in sockets:
+                sock.close()
+            context.term()
+
+    assert asyncio.run(scenario()) == ["desired_workers", "topology"]
