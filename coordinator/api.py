@@ -135,10 +135,15 @@ def create_app(*, store: st.Store, hub: Any = None) -> FastAPI:
                 "errors": node.errors or [], "public_key": node.public_key,
                 "revoked": node.revoked_key is not None and node.public_key is None,
                 "last_seen": node.last_seen.isoformat() + "Z",
+                "draining": node.draining,
                 "state": node_state(last_seen=node.last_seen, now=utcnow(), left=node.left,
                                     interval_s=getattr(hub, "interval_s", 1.0),
                                     liveness=getattr(hub, "liveness", 3),
-                                    workers=node.workers or [])}
+                                    workers=node.workers or [],
+                                    reported=node.metrics is not None,
+                                    draining=node.draining,
+                                    revoked=node.revoked_key is not None
+                                    and node.public_key is None)}
 
     @app.get(f"{API}/nodes")
     def list_nodes(s: StoreDep) -> list[dict[str, Any]]:
@@ -162,6 +167,20 @@ def create_app(*, store: st.Store, hub: Any = None) -> FastAPI:
         routes = hub.routes() if hub is not None and hasattr(hub, "routes") else None
         return overlay_view(nodes=views, fanout=fanout, routes=routes,
                             origin_bytes_sent=getattr(hub, "origin_bytes_sent", None))
+
+    def set_draining(s: st.Store, node_id: int, *, draining: bool) -> dict[str, Any]:
+        node = st.set_draining(s, node_id=node_id, draining=draining)
+        if hub is not None:  # the hub answers the node's work requests by this set
+            (hub.draining.add if draining else hub.draining.discard)(node_id)
+        return node_view(node)
+
+    @app.post(f"{API}/nodes/{{node_id}}/drain")
+    def drain_node(s: StoreDep, node_id: int) -> dict[str, Any]:
+        return set_draining(s, node_id, draining=True)
+
+    @app.post(f"{API}/nodes/{{node_id}}/resume")
+    def resume_node(s: StoreDep, node_id: int) -> dict[str, Any]:
+        return set_draining(s, node_id, draining=False)
 
     @app.post(f"{API}/nodes/{{node_id}}/revoke")
     async def revoke_node(s: StoreDep, node_id: int) -> dict[str, Any]:

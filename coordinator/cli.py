@@ -390,7 +390,20 @@ def datasets_add(
 
 
 nodes_app = _listing_group("nodes", help="List nodes with their state and health; "
-                           "`nodes revoke` revokes one.", listing=lambda c: c.nodes())
+                           "`nodes drain`/`resume`/`revoke` act on one.",
+                           listing=lambda c: c.nodes())
+
+
+@nodes_app.command("drain")
+def nodes_drain(node_id: int, api: ApiOption = DEFAULT_API) -> None:
+    """Drain a node: it gets no new work items; those it holds finish (state `draining`)."""
+    _print_json_api(lambda c: c.drain_node(node_id), api)
+
+
+@nodes_app.command("resume")
+def nodes_resume(node_id: int, api: ApiOption = DEFAULT_API) -> None:
+    """Hand work to a drained node again."""
+    _print_json_api(lambda c: c.resume_node(node_id), api)
 
 
 @nodes_app.command("revoke")

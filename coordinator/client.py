@@ -54,6 +54,12 @@ class Client:
     def update_model(self, name: str, **changes: Any) -> dict[str, Any]:
         return self._call("PATCH", f"/models/{name}", json=changes)  # type: ignore[no-any-return]
 
+    def drain_node(self, node_id: int) -> dict[str, Any]:
+        return self._call("POST", f"/nodes/{node_id}/drain")  # type: ignore[no-any-return]
+
+    def resume_node(self, node_id: int) -> dict[str, Any]:
+        return self._call("POST", f"/nodes/{node_id}/resume")  # type: ignore[no-any-return]
+
     def revoke_node(self, node_id: int) -> dict[str, Any]:
         return self._call("POST", f"/nodes/{node_id}/revoke")  # type: ignore[no-any-return]
 

@@ -32,6 +32,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    false,
 )
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
@@ -84,6 +85,7 @@ class NodeRow(Base):
     registered_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     left: Mapped[bool] = mapped_column(default=False)
+    draining: Mapped[bool] = mapped_column(default=False, server_default=false())  # no new leases
 
 
 class ModelRow(Base):

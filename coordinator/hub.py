@@ -119,6 +119,7 @@ class Hub:
         self._paths: dict[bytes, list[bytes]] = {}  # how to reach an origin: its last path
         self._recording: set[asyncio.Task[None]] = set()
         self.origin_bytes_sent = 0  # model bytes this coordinator served (the origin)
+        self.draining = st.draining_nodes(store)  # node ids that get no new leases
         self.rejected_messages = 0
 
     def _bind(self, bind: str) -> int:
@@ -289,6 +290,8 @@ class Hub:
                                   errors=list(message.errors))
             case ChunkRequest():
                 await self._send_chunk(peer, message)
+            case WorkRequest() if session.node_id in self.draining:
+                await self._send(peer, NoWork(model=message.model, retry_after_s=5.0))
             case WorkRequest():
                 item = st.lease_next(self.store, model=message.model, node_id=session.node_id,
                                      lease_s=self.lease_s)

@@ -1,14 +1,19 @@
-"""A node's state, derived from its last heartbeat by a pure function.
+"""A node's state, derived from what the coordinator knows of it by a pure function.
 
-    (register) ──▶ ready ◀──────── idle ──────── busy
-                    │  ▲                          ▲
-     silent for     │  │ heard from again         │ a worker is serving a request
-     ≥ liveness ×   ▼  │                          │
-     interval     unreachable               (any state) ──"bye"──▶ left
+    (register) ──▶ joining ──first status report──▶ ready ◀──▶ busy (a worker serves)
+                                                      │
+         operator: POST /nodes/{id}/drain ──────▶ draining (no new leases; the ones
+                   POST /nodes/{id}/resume ◀──────        it holds finish)
+                                                      │
+     silent ≥ liveness × interval ──▶ unreachable ──silent ≥ dead_after──▶ dead
+                                                      │
+     (any state) ──"bye"──▶ left        (any state) ──revoke──▶ revoked
 
-`busy` means at least one worker is serving a request; `left` is a node that said bye
-(it becomes ready again when it registers). The fuller lifecycle of the design
-(draining, dead, revoked) comes with the scheduler."""
+Precedence, highest first: revoked, left, dead, unreachable, draining, joining, busy,
+ready. A node heard from again is judged afresh (an unreachable or dead node that comes
+back registers again and is ready); `left` ends when it registers again; `draining` lasts
+until the operator resumes the node, also across its reconnects.
+"""
 
 from __future__ import annotations
 
@@ -16,15 +21,29 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
-NodeState = Literal["ready", "busy", "unreachable", "left"]
+NodeState = Literal["joining", "ready", "busy", "draining", "unreachable", "dead",
+                    "revoked", "left"]
+
+DEAD_AFTER_INTERVALS = 30  # silent this many heartbeat intervals: dead, not just unreachable
 
 
 def node_state(*, last_seen: datetime, now: datetime, left: bool, interval_s: float,
-               liveness: int, workers: Sequence[dict[str, Any]]) -> NodeState:
+               liveness: int, workers: Sequence[dict[str, Any]], reported: bool = True,
+               draining: bool = False, revoked: bool = False) -> NodeState:
+    """`reported`: the node has sent a status report since it registered."""
+    if revoked:
+        return "revoked"
     if left:
         return "left"
-    if (now - last_seen).total_seconds() >= interval_s * liveness:
+    silent_s = (now - last_seen).total_seconds()
+    if silent_s >= interval_s * DEAD_AFTER_INTERVALS:
+        return "dead"
+    if silent_s >= interval_s * liveness:
         return "unreachable"
+    if draining:
+        return "draining"
+    if not reported:
+        return "joining"
     if any(w.get("state") == "busy" for w in workers):
         return "busy"
     return "ready"

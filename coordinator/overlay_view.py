@@ -15,7 +15,7 @@ from typing import Any
 from topology import ROOT, Overlay
 from topology.stripes import stripe_count
 
-UP_STATES = ("ready", "busy")
+UP_STATES = ("joining", "ready", "busy", "draining")  # linked, so it routes and relays
 
 
 def positions(pinned: Iterable[tuple[int, bool]]) -> dict[int, int]:

@@ -90,6 +90,7 @@ def upsert_node(store: Store, *, name: str, facts: dict[str, Any], runtime: str,
                         f"reinstalled, revoke the old one (slmfleet nodes revoke {node.id}) "
                         "and start the agent again")
                 node.facts, node.runtime, node.left = facts, runtime, False
+                node.metrics = None  # joining again: until its first status report
                 node.public_key = public_key or node.public_key
             node.last_seen = utcnow()
             s.flush()
@@ -131,6 +132,21 @@ def revoked_keys(store: Store) -> set[bytes]:
     with store.session() as s:
         return {k.encode() for k in s.scalars(select(NodeRow.revoked_key))
                 .all() if k}
+
+
+def set_draining(store: Store, *, node_id: int, draining: bool) -> NodeRow:
+    """Stop (or resume) handing new leases to a node; the leases it holds run out."""
+    with store.session.begin() as s:
+        node = s.get(NodeRow, node_id, with_for_update=True)
+        if node is None:
+            raise NotFoundError(f"no node with id {node_id}; list nodes with GET /api/v1/nodes")
+        node.draining = draining
+        return node
+
+
+def draining_nodes(store: Store) -> set[int]:
+    with store.session() as s:
+        return set(s.scalars(select(NodeRow.id).where(NodeRow.draining)))
 
 
 def mark_left(store: Store, *, node_id: int) -> None:

@@ -11,11 +11,19 @@ import pytest
 import zmq
 import zmq.asyncio
 
+from coordinator import store as st
 from coordinator.hub import Hub
 from coordinator.store import Store
 from node_agent import curve
 from node_agent.hardware import hardware_facts
-from node_agent.protocol import PROTOCOL_VERSION, RELAY, Heartbeat, Register, encode
+from node_agent.protocol import (
+    PROTOCOL_VERSION,
+    RELAY,
+    Heartbeat,
+    Register,
+    WorkRequest,
+    encode,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -106,3 +114,41 @@ def test_a_node_that_moves_to_another_route_gets_the_pushed_state_again(tmp_path
             context.term()
 
     assert asyncio.run(scenario()) == ["desired_workers", "topology"]
+
+
+def test_a_draining_node_gets_no_new_leases_until_it_is_resumed(tmp_path: Path) -> None:
+    async def scenario() -> list[str]:
+        context = zmq.asyncio.Context()
+        keys = curve.load_or_create(tmp_path, "hub")
+        store = Store(f"sqlite:///{tmp_path / 's.db'}")
+        hub = Hub(store=store, token="t", keys=keys, bind="tcp://127.0.0.1:0",
+                  heartbeat_interval_s=10, context=context)
+        running = asyncio.create_task(hub.run())
+        peer = context.socket(zmq.DEALER)
+        peer.setsockopt(zmq.LINGER, 0)
+        curve.KeyPair(*zmq.curve_keypair()).apply_client(peer, server_key=keys.public)
+        peer.connect(f"tcp://127.0.0.1:{hub.port}")
+        replies = []
+        try:
+            await peer.send_multipart(encode(Register(
+                protocol=PROTOCOL_VERSION, token="t", name="n1", facts=hardware_facts())))
+            while await peer.poll(timeout=300):
+                await peer.recv_multipart()
+            st.create_job(store, name="j", spec={}, items=[st.NewWorkItem(
+                model="m", task="classification", dataset="d", item_key="k", repeat=0,
+                prompt="p", reference={}, params={"stop": [], "max_tokens": 4,
+                                                  "temperature": 0.0, "seed": 1})])
+            (node_id,) = [s.node_id for s in hub.peers.values()]
+            for draining in (True, False):
+                (hub.draining.add if draining else hub.draining.discard)(node_id)
+                await peer.send_multipart(encode(WorkRequest(model="m", slots=1)))
+                replies.append(json.loads((await asyncio.wait_for(
+                    peer.recv_multipart(), 10))[0])["type"])
+            return replies
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+            peer.close()
+            context.term()
+
+    assert asyncio.run(scenario()) == ["no_work", "work_lease"]

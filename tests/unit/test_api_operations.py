@@ -87,7 +87,8 @@ def test_prometheus_metrics(client: TestClient, store: st.Store, job: int) -> No
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
     lines = set(response.text.splitlines())
-    assert 'slmfleet_nodes{state="ready"} 2.0' in lines
+    assert 'slmfleet_nodes{state="ready"} 1.0' in lines
+    assert 'slmfleet_nodes{state="joining"} 1.0' in lines  # no status report yet
     assert 'slmfleet_node_cpu_percent{node="pi5-01"} 42.0' in lines
     assert 'slmfleet_node_memory_used_percent{node="pi5-01"} 61.5' in lines
     assert 'slmfleet_node_cpu_temp_celsius{node="pi5-01"} 55.0' in lines
@@ -96,3 +97,23 @@ def test_prometheus_metrics(client: TestClient, store: st.Store, job: int) -> No
     assert 'slmfleet_work_items{status="done"} 1.0' in lines
     assert 'slmfleet_work_items{status="pending"} 3.0' in lines
     assert "slmfleet_results_discarded 0.0" in lines
+
+
+def test_a_node_is_drained_and_resumed_and_its_state_says_so(client: TestClient,
+                                                             store: st.Store) -> None:
+    node = st.upsert_node(store, name="pi-7", facts={}, runtime="process", public_key=None)
+    assert client.get(f"/api/v1/nodes/{node.id}").json()["state"] == "joining"
+    st.record_metrics(store, node_id=node.id, metrics={}, workers=[], errors=[])
+    assert client.get(f"/api/v1/nodes/{node.id}").json()["state"] == "ready"
+    drained = client.post(f"/api/v1/nodes/{node.id}/drain")
+    assert drained.status_code == 200
+    assert (drained.json()["state"], drained.json()["draining"]) == ("draining", True)
+    assert st.draining_nodes(store) == {node.id}
+    # the operator's word outlasts a reconnect
+    st.upsert_node(store, name="pi-7", facts={}, runtime="process", public_key=None)
+    assert client.get(f"/api/v1/nodes/{node.id}").json()["state"] == "draining"
+    resumed = client.post(f"/api/v1/nodes/{node.id}/resume").json()
+    assert (resumed["state"], resumed["draining"]) == ("joining", False)
+    assert st.draining_nodes(store) == set()
+    missing = client.post("/api/v1/nodes/999/drain")
+    assert missing.status_code == 404 and "GET /api/v1/nodes" in missing.json()["detail"]

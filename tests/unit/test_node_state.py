@@ -23,7 +23,7 @@ def test_recently_heard_idle_node_is_ready() -> None:
 
 def test_silent_for_liveness_times_interval_is_unreachable() -> None:
     assert state(silent_s=3.0) == "unreachable"
-    assert state(silent_s=3600.0) == "unreachable"
+    assert state(silent_s=29.0) == "unreachable"  # dead only after 30 intervals
 
 
 def test_threshold_follows_interval_and_liveness() -> None:
@@ -56,3 +56,33 @@ def test_left_wins_over_everything() -> None:
 
 def test_clock_skew_last_seen_in_the_future_counts_as_alive() -> None:
     assert state(silent_s=-5.0) == "ready"
+
+
+def full(**changes: Any) -> str:
+    args: dict[str, Any] = {"last_seen": NOW, "now": NOW, "left": False, "interval_s": 1.0,
+                            "liveness": 3, "workers": [], "reported": True,
+                            "draining": False, "revoked": False}
+    args.update(changes)
+    return node_state(**args)
+
+
+def test_a_node_that_has_not_reported_yet_is_joining() -> None:
+    assert full(reported=False) == "joining"
+    assert full(reported=False, last_seen=NOW - timedelta(seconds=5)) == "unreachable"
+
+
+def test_a_draining_node_stays_draining_while_it_finishes_its_work() -> None:
+    assert full(draining=True) == "draining"
+    assert full(draining=True, workers=[{"state": "busy"}]) == "draining"
+    assert full(draining=True, last_seen=NOW - timedelta(seconds=4)) == "unreachable"
+
+
+def test_silent_for_thirty_intervals_is_dead() -> None:
+    assert full(last_seen=NOW - timedelta(seconds=29.9)) == "unreachable"
+    assert full(last_seen=NOW - timedelta(seconds=30)) == "dead"
+    assert full(last_seen=NOW - timedelta(seconds=60), interval_s=2.0) == "dead"
+
+
+def test_revoked_wins_over_everything_then_left() -> None:
+    assert full(revoked=True, left=True, draining=True) == "revoked"
+    assert full(left=True, last_seen=NOW - timedelta(days=1)) == "left"

@@ -7,16 +7,17 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, insert, inspect, text
+from sqlalchemy import MetaData, create_engine, insert, inspect, text
 from typer.testing import CliRunner
 
 from coordinator import store as st
 from coordinator.cli import app
 from coordinator.db import Base, JobRow, parse_store_url
 from coordinator.errors import SchemaError, StoreError
-from coordinator.migrate import head_revision
+from coordinator.migrate import INITIAL_REVISION, alembic_config, head_revision
 from tests.support.postgres import require_server
 
 SECRET = "hunter2"
@@ -32,11 +33,21 @@ def revision_of(url: str) -> list[str]:
         engine.dispose()
 
 
+def metadata_before_migrations() -> MetaData:
+    """The models as they were before migrations: without what later revisions add."""
+    before = MetaData()
+    for table in Base.metadata.sorted_tables:
+        table.to_metadata(before)
+    nodes = before.tables["nodes"]
+    nodes._columns.remove(nodes.c.draining)  # revision 0002
+    return before
+
+
 def make_pre_migration_store(url: str) -> None:
     """A store as slmfleet made it before it had migrations: create_all, no stamp."""
     engine = create_engine(url)
     try:
-        Base.metadata.create_all(engine)
+        metadata_before_migrations().create_all(engine)
         with engine.begin() as connection:
             connection.execute(insert(JobRow).values(name="old job", spec={}, state="finished",
                                                      total=0, created_at=st.utcnow()))
@@ -67,8 +78,9 @@ def test_on_sqlite_the_initial_revision_is_what_create_all_made_before_migration
         tmp_path: Path) -> None:
     """So a store made before migrations may be stamped with it as it is."""
     old, new = tmp_path / "old.db", tmp_path / "new.db"
-    Base.metadata.create_all(create_engine(f"sqlite:///{old}"))
-    st.Store(f"sqlite:///{new}").close()
+    metadata_before_migrations().create_all(create_engine(f"sqlite:///{old}"))
+    with create_engine(f"sqlite:///{new}").begin() as connection:
+        command.upgrade(alembic_config(connection), INITIAL_REVISION)
 
     def ddl(db: Path) -> list[tuple[str, str, str | None]]:
         with sqlite3.connect(db) as connection:
