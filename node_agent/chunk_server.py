@@ -4,9 +4,9 @@ A node that fetches a model is also the source of one stripe for its children in
 stripe tree. It answers a peer's chunk request from its stored file or from the part
 file still arriving (chunks land there in any order); a request for bytes it has not
 received yet waits until they land (so it forwards chunk i while it receives chunk i+1),
-up to `wait_s`; so does a request
-for a model the coordinator wants on this node that it has not started to fetch yet. A
-request for any other model is refused at once, so the peer goes elsewhere.
+up to `wait_s`; so does a request for a model the coordinator wants on this node that it
+has not started to fetch yet. A request for any other model is refused at once (after a
+short grace for the coordinator's word to arrive), so the peer goes elsewhere.
 """
 
 from __future__ import annotations

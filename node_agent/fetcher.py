@@ -9,7 +9,6 @@ over the session or a peer link are handed to `arrived`, and a new overlay topol
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
@@ -21,8 +20,6 @@ from node_agent.download import Arrival, PeerLinks, fetch_model
 from node_agent.model_store import ModelStore
 from node_agent.protocol import ChunkRequest, Topology, WorkerSpec
 from node_agent.relay import HUB, Upstream, chunk_sources
-
-log = logging.getLogger("slmfleet.agent")
 
 AVOID_FOR_S = 30.0  # a peer that failed to serve is passed over this long
 

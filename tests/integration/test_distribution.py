@@ -21,6 +21,7 @@ import pytest
 
 from coordinator.client import Client
 from coordinator.demo import LocalFleet, joined, wait_for
+from node_agent.model_store import ModelStore
 from tests.support.netlab import NetLab, required_lab
 from tests.support.relay_fleet import join_relaying_agents
 from tests.support.tiny_gguf import write_tiny_gguf
@@ -74,11 +75,9 @@ def stored(fleet: LocalFleet, host: int, sha256: str) -> Path:
 
 
 def received(fleet: LocalFleet, host: int, sha256: str) -> int:
-    for suffix in ("gguf", "part"):
-        path = fleet.data_dir / name(host) / "models" / f"{sha256}.{suffix}"
-        if path.exists():
-            return path.stat().st_size
-    return 0
+    """Bytes the node holds, as its store counts them (chunks land out of order in a
+    sparse part file, so the file's size says little)."""
+    return ModelStore(fleet.data_dir / name(host) / "models").received(sha256)
 
 
 def sha256_of(path: Path) -> str:
