@@ -133,6 +133,8 @@ class WorkItemRow(Base):
     __table_args__ = (
         UniqueConstraint("job_id", "model", "task", "dataset", "item_key", "repeat"),
         Index("ix_work_items_queue", "job_id", "model", "status"),
+        Index("ix_work_items_open", "job_id", "status"),
+        Index("ix_work_items_lease", "job_id", "model", "status", "size_hint"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
@@ -149,6 +151,12 @@ class WorkItemRow(Base):
     lease_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     lease_node: Mapped[int | None] = mapped_column(Integer, nullable=True)
     lease_deadline: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # a second copy near the job's end (a backup task): the first result wins
+    backup_lease_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    backup_node: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    backup_deadline: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # its expected cost (prompt tokens + output budget): larger items are leased first
+    size_hint: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     node_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     output: Mapped[str | None] = mapped_column(FreeText, nullable=True)
     prediction: Mapped[str | None] = mapped_column(FreeText, nullable=True)

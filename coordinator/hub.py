@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,7 @@ import zmq
 import zmq.asyncio
 from zmq.auth.asyncio import AsyncioAuthenticator
 
+from coordinator import scheduler as sched
 from coordinator import store as st
 from coordinator.db import WorkItemRow, utcnow
 from coordinator.errors import SlmfleetError
@@ -37,6 +39,7 @@ from node_agent.liveness import peer_alive
 from node_agent.protocol import (
     PROTOCOL_VERSION,
     Bye,
+    CancelLease,
     Chunk,
     ChunkRequest,
     DesiredWorkers,
@@ -68,6 +71,13 @@ class Peer:
     last_seen: float
     key: bytes = b""
     relay: str | None = None  # where the node relays for its overlay children
+    ram_mb: float | None = None  # from its hardware facts
+    free_mb: float | None = None  # from its last status report
+
+
+QUEUE_VIEW_S = 0.25  # how old the scheduler's view of the queue may be
+ITEM_TIME_WEIGHT = 0.3  # of the newest item in a node's seconds-per-item average
+CHECKS_PER_INTERVAL = 4  # liveness checks per heartbeat interval
 
 
 class _KeyGate:
@@ -121,6 +131,17 @@ class Hub:
         self.origin_bytes_sent = 0  # model bytes this coordinator served (the origin)
         self.draining = st.draining_nodes(store)  # node ids that get no new leases
         self.rejected_messages = 0
+        self.policy = sched.Policy(silent_s=2 * heartbeat_interval_s)
+        self._queue: list[sched.JobView] = []
+        self._queue_at = -math.inf
+        self._placed: dict[int, tuple[str, ...]] = {}  # node -> models it hosts
+        self._leased_at: dict[str, tuple[float, int, str]] = {}  # lease: when, node, model
+        self.item_s: dict[int, dict[str, float]] = {}  # node -> model -> seconds per item
+        self.backups_started = 0
+        self.backups_cancelled = 0
+        self._started = time.monotonic()
+        # leases from before a restart: kept this long for their nodes to come back
+        self.adopt_s = heartbeat_interval_s * liveness * 4
 
     def _bind(self, bind: str) -> int:
         self._socket.bind(bind)
@@ -224,17 +245,19 @@ class Hub:
         for other, session in list(self.peers.items()):
             if session.node_id == node.id:
                 del self.peers[other]
-        # a new session knows nothing of leases sent to the old one: hand them out again
-        requeued = st.requeue_node_leases(self.store, node_id=node.id)
+        # leases the node does not say it holds were sent to an old session (or by a
+        # coordinator before a restart) and lost: hand them out again
+        requeued = st.requeue_node_leases(self.store, node_id=node.id, keep=message.leases)
         if requeued:
-            log.warning("node %d registered again; requeued its %d leased items", node.id,
-                        requeued)
+            log.warning("node %d registered again; requeued %d leased items it does not "
+                        "hold", node.id, requeued)
         self.peers[peer] = Peer(node_id=node.id, last_seen=time.monotonic(), key=key,
-                                relay=message.relay)
+                                relay=message.relay, ram_mb=float(message.facts.ram_mb))
         log.info("node %d (%s) registered", node.id, message.name)
+        self._placed = self.placement()
         await self._send(peer, Welcome(node_id=node.id, heartbeat_interval_s=self.interval_s,
                                        liveness=self.liveness, parent=0))
-        await self._send(peer, self.desired_workers())
+        await self._send(peer, self.desired_workers(self.peers[peer]))
         await self.push_topology()
 
     def routes(self) -> dict[int, list[int]]:
@@ -264,26 +287,42 @@ class Hub:
         """Send a node that moved to another route the state pushed to it lately: what
         went out on the old route may be lost (e.g. while its new relay had not yet heard
         of it and dropped what it sent)."""
-        await self._send(peer, self.desired_workers())
+        await self._send(peer, self.desired_workers(self.peers[peer]))
         await self.push_topology(only=peer)
 
-    def desired_workers(self) -> DesiredWorkers:
+    def placement(self) -> dict[int, tuple[str, ...]]:
+        """Which models each live node hosts (`scheduler.place`): models with the most
+        pending items first, each on every node whose memory still holds it."""
+        pending: dict[str, int] = {}
+        for job in self._queue_now():
+            for model, count in job.pending.items():
+                pending[model] = pending.get(model, 0) + count
+        models = sorted(st.models_wanted(self.store),
+                        key=lambda m: (-pending.get(m.name, 0), m.name))
+        needs = [sched.ModelNeed(m.name, sched.model_memory_mb(
+            size=m.size, n_ctx=m.n_ctx, memory_mb=m.memory_mb)) for m in models]
+        return sched.place(needs, [sched.NodeRoom(s.node_id, s.ram_mb)
+                                   for s in self.peers.values()])
+
+    def desired_workers(self, session: Peer) -> DesiredWorkers:
+        hosted = set(self._placed.get(session.node_id, ()))
         return DesiredWorkers(workers=tuple(
             WorkerSpec(model=m.name, sha256=m.sha256, size=m.size, threads=m.threads,
                        n_ctx=m.n_ctx, cpus=m.cpus, memory_mb=m.memory_mb)
-            for m in st.models_wanted(self.store)))
+            for m in st.models_wanted(self.store) if m.name in hosted))
 
     async def push_desired(self) -> None:
-        """Tell every connected agent the current desired workers."""
-        desired = self.desired_workers()
-        for peer in list(self.peers):
-            await self._send(peer, desired)
+        """Tell every connected agent the workers it should run now."""
+        self._placed = self.placement()
+        for peer, session in list(self.peers.items()):
+            await self._send(peer, self.desired_workers(session))
 
     async def _serve(self, peer: bytes, session: Peer, message: _Msg) -> None:
         match message:
             case Heartbeat():
                 pass
             case Metrics():
+                session.free_mb = float(message.metrics.mem_available_mb)
                 st.record_metrics(self.store, node_id=session.node_id,
                                   metrics=message.metrics.model_dump(),
                                   workers=[w.model_dump() for w in message.workers],
@@ -293,17 +332,7 @@ class Hub:
             case WorkRequest() if session.node_id in self.draining:
                 await self._send(peer, NoWork(model=message.model, retry_after_s=5.0))
             case WorkRequest():
-                item = st.lease_next(self.store, model=message.model, node_id=session.node_id,
-                                     lease_s=self.lease_s)
-                if item is None:
-                    await self._send(peer, NoWork(model=message.model, retry_after_s=0.5))
-                else:
-                    await self._send(peer, WorkLease(
-                        lease_id=item.lease_id or "", item_id=item.id, model=item.model,
-                        prompt=item.prompt, stop=tuple(item.params["stop"]),
-                        max_tokens=item.params["max_tokens"],
-                        temperature=item.params["temperature"], seed=item.params["seed"],
-                        lease_s=self.lease_s, kind=item.params.get("kind", "complete")))
+                await self._assign(peer, session, message.model)
             case WorkResult():  # scored in the background: the hub keeps serving meanwhile
                 recording = asyncio.create_task(self._record_result(session, message))
                 self._recording.add(recording)
@@ -330,8 +359,9 @@ class Hub:
 
     async def _record_result(self, session: Peer, result: WorkResult) -> None:
         """Score off the event loop (embedding metrics take a while), then record once."""
+        self._timed(result.lease_id, failed=result.error is not None)
         item = st.get_item(self.store, item_id=result.item_id)
-        if item is None or item.lease_id != result.lease_id:
+        if item is None or result.lease_id not in (item.lease_id, item.backup_lease_id):
             self.store.discarded_results += 1
             log.info("discarded a stale result for item %d", result.item_id)
             return
@@ -341,8 +371,9 @@ class Hub:
                 scored = await asyncio.to_thread(score_item, item, result.output)
             except Exception as exc:  # noqa: BLE001 - a scoring bug fails this item, not the hub
                 log.exception("scoring item %d (%s) failed", item.id, item.task)
-                st.fail_item(self.store, item_id=item.id, lease_id=result.lease_id,
-                             reason=f"scoring failed: {exc!r}")
+                failed = st.fail_item(self.store, item_id=item.id, lease_id=result.lease_id,
+                                      reason=f"scoring failed: {exc!r}")
+                await self._cancel(failed.cancel)
                 return
         accepted = st.complete_item(
             self.store, item_id=result.item_id, lease_id=result.lease_id,
@@ -351,6 +382,80 @@ class Hub:
             error=result.error, scorer=lambda _item, _output: scored)
         if not accepted:
             log.info("discarded a stale result for item %d", result.item_id)
+        await self._cancel(accepted.cancel)
+
+    async def _cancel(self, lease: tuple[int, str] | None) -> None:
+        """Tell the node running the losing copy of a backed-up item to stop."""
+        if lease is None:
+            return
+        node_id, lease_id = lease
+        self._leased_at.pop(lease_id, None)
+        self.backups_cancelled += 1
+        for peer, session in list(self.peers.items()):
+            if session.node_id == node_id:
+                await self._send(peer, CancelLease(lease_id=lease_id))
+
+    def _queue_now(self, *, fresh: bool = False) -> list[sched.JobView]:
+        """The scheduler's view of the queue, read again when older than QUEUE_VIEW_S."""
+        now = time.monotonic()
+        if fresh or now - self._queue_at > QUEUE_VIEW_S:
+            self._queue, self._queue_at = st.queue_view(self.store), now
+        return self._queue
+
+    def _node_views(self, now: float) -> dict[int, sched.NodeView]:
+        return {s.node_id: sched.NodeView(
+            id=s.node_id, models=frozenset(self._placed.get(s.node_id, ())),
+            silent_s=now - s.last_seen, free_mb=s.free_mb,
+            item_s=self.item_s.get(s.node_id, {})) for s in self.peers.values()}
+
+    async def _assign(self, peer: bytes, session: Peer, model: str) -> None:
+        """Answer a work request as the scheduler decides (`scheduler.decide`)."""
+        jobs = self._queue_now()
+        leases: list[sched.LeaseView] = []
+        if not any(j.pending.get(model) for j in jobs):  # the tail: backups are possible
+            leases = st.open_leases(self.store, model=model, lease_s=self.lease_s)
+        decision = sched.decide(sched.Ask(session.node_id, model), jobs=jobs,
+                                nodes=self._node_views(time.monotonic()), leases=leases,
+                                now=time.time(), policy=self.policy)
+        item: WorkItemRow | None = None
+        lease_id = ""
+        match decision:
+            case sched.Take(job_ids):
+                item = st.lease_next(self.store, model=model, node_id=session.node_id,
+                                     lease_s=self.lease_s, job_ids=job_ids)
+                lease_id = (item.lease_id or "") if item else ""
+                if item is None:
+                    self._queue_now(fresh=True)
+            case sched.Backup(item_id):
+                item = st.lease_backup(self.store, item_id=item_id, node_id=session.node_id,
+                                       lease_s=self.lease_s)
+                lease_id = (item.backup_lease_id or "") if item else ""
+                if item is not None:
+                    self.backups_started += 1
+                    log.info("item %d runs late on node %s; a backup copy starts on node "
+                             "%d", item_id, item.lease_node, session.node_id)
+        if item is None:
+            retry = decision.retry_after_s if isinstance(decision, sched.Wait) else 0.5
+            await self._send(peer, NoWork(model=model, retry_after_s=retry))
+            return
+        self._leased_at[lease_id] = (time.monotonic(), session.node_id, model)
+        await self._send(peer, WorkLease(
+            lease_id=lease_id, item_id=item.id, model=item.model, prompt=item.prompt,
+            stop=tuple(item.params["stop"]), max_tokens=item.params["max_tokens"],
+            temperature=item.params["temperature"], seed=item.params["seed"],
+            lease_s=self.lease_s, kind=item.params.get("kind", "complete")))
+
+    def _timed(self, lease_id: str, *, failed: bool) -> None:
+        """Fold a lease's time from lease to result into its node's seconds per item."""
+        leased = self._leased_at.pop(lease_id, None)
+        if leased is None or failed:
+            return
+        when, node_id, model = leased
+        took = time.monotonic() - when
+        times = self.item_s.setdefault(node_id, {})
+        before = times.get(model)
+        times[model] = took if before is None else (
+            ITEM_TIME_WEIGHT * took + (1 - ITEM_TIME_WEIGHT) * before)
 
     async def _send_chunk(self, peer: bytes, request: ChunkRequest) -> None:
         model = st.model_by_sha(self.store, sha256=request.sha256)
@@ -364,40 +469,72 @@ class Hub:
                                      total_size=model.size), data)
 
     async def _tick(self) -> None:
-        last_tick = time.monotonic()
+        """Check liveness CHECKS_PER_INTERVAL times per heartbeat interval (so a silent
+        node is found within a quarter interval of its deadline); once per interval send
+        heartbeats and requeue expired and orphaned leases."""
+        last_check = time.monotonic()
+        passes = 0
         while True:
-            await asyncio.sleep(self.interval_s)
+            await asyncio.sleep(self.interval_s / CHECKS_PER_INTERVAL)
             now = time.monotonic()
-            stall = now - last_tick - self.interval_s
-            last_tick = now
+            stall = now - last_check - self.interval_s / CHECKS_PER_INTERVAL
+            last_check = now
             if stall > self.interval_s:
                 # the hub itself was not listening (a blocked loop): peers are not to blame
                 log.warning("hub loop stalled for %.1f s; not counted against peers", stall)
                 for session in self.peers.values():
                     session.last_seen += stall
-            seen: dict[int, Any] = {}
-            dropped = False
-            for peer, session in list(self.peers.items()):
-                if not peer_alive(last_seen=session.last_seen, now=now,
-                                  interval_s=self.interval_s, liveness=self.liveness):
-                    del self.peers[peer]
-                    # its leases go back to the queue now, not when they expire; a late
-                    # result from it no longer matches a live lease and is discarded
-                    requeued = st.requeue_node_leases(self.store, node_id=session.node_id)
-                    log.warning("node %d fell silent; dropped, %d leased items requeued",
-                                session.node_id, requeued)
-                    dropped = True
-                    continue
-                seen[session.node_id] = utcnow()
-                await self._send(peer, Heartbeat(seq=int(now)))
-            st.touch_nodes(self.store, seen=seen)
-            if dropped:
+            if await self._drop_silent(now):
                 await self.push_topology()
-            for origin in [o for o in self._paths if o not in self.peers]:
-                del self._paths[origin]  # unregistered senders: keep no routes for them
-            requeued = st.requeue_expired(self.store)
-            if requeued:
-                log.warning("requeued %d work items whose lease expired", requeued)
+                await self._replace()
+            passes += 1
+            if passes % CHECKS_PER_INTERVAL == 0:
+                await self._every_interval(now)
+
+    async def _drop_silent(self, now: float) -> bool:
+        """Drop the sessions of nodes silent past their liveness; whether any was."""
+        dropped = False
+        for peer, session in list(self.peers.items()):
+            if not peer_alive(last_seen=session.last_seen, now=now,
+                              interval_s=self.interval_s, liveness=self.liveness):
+                del self.peers[peer]
+                # its leases go back to the queue now, not when they expire; a late
+                # result from it no longer matches a live lease and is discarded
+                requeued = st.requeue_node_leases(self.store, node_id=session.node_id)
+                self._queue_at = -math.inf
+                log.warning("node %d fell silent; dropped, %d leased items requeued",
+                            session.node_id, requeued)
+                dropped = True
+        return dropped
+
+    async def _every_interval(self, now: float) -> None:
+        seen: dict[int, Any] = {}
+        for peer, session in list(self.peers.items()):
+            seen[session.node_id] = utcnow()
+            await self._send(peer, Heartbeat(seq=int(now)))
+        st.touch_nodes(self.store, seen=seen)
+        for origin in [o for o in self._paths if o not in self.peers]:
+            del self._paths[origin]  # unregistered senders: keep no routes for them
+        requeued = st.requeue_expired(self.store)
+        if requeued:
+            log.warning("requeued %d work items whose lease expired", requeued)
+        if now - self._started > self.adopt_s:  # nodes had time to come back
+            orphans = st.requeue_orphans(self.store,
+                                         live={s.node_id for s in self.peers.values()})
+            if orphans:
+                log.warning("requeued %d work items leased to nodes that are gone", orphans)
+        for lease_id, (when, _node, _model) in list(self._leased_at.items()):
+            if now - when > self.lease_s:
+                del self._leased_at[lease_id]
+        await self._replace()
+
+    async def _replace(self) -> None:
+        """Place models again (the queue and the fleet change); tell nodes whose models
+        changed."""
+        before, self._placed = self._placed, self.placement()
+        for peer, session in list(self.peers.items()):
+            if before.get(session.node_id) != self._placed.get(session.node_id):
+                await self._send(peer, self.desired_workers(session))
 
 
 def _read_range(path: str, offset: int, length: int) -> bytes:

@@ -45,6 +45,9 @@ class JobSpec(_Spec):
     params: Params = Params()
     repeats: int = Field(default=1, ge=1, le=100)
     limit: int | None = Field(default=None, ge=1, description="items per task")
+    priority: int = Field(default=0, ge=-100, le=100,
+                          description="higher runs first; jobs of equal priority share "
+                          "the fleet evenly")
 
 
 def parse_job_spec(data: Any) -> JobSpec:

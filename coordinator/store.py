@@ -15,9 +15,9 @@ unique name runs once more, to see the winner's row.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import func, select, update
@@ -34,6 +34,7 @@ from coordinator.db import (
     utcnow,
 )
 from coordinator.errors import ConflictError, DatasetError, ModelError, NotFoundError
+from coordinator.scheduler import JobView, LeaseView
 
 
 class Store:
@@ -287,8 +288,19 @@ def create_job(store: Store, *, name: str, spec: dict[str, Any],
         s.flush()
         s.add_all(WorkItemRow(job_id=job.id, model=i.model, task=i.task, dataset=i.dataset,
                               item_key=i.item_key, repeat=i.repeat, prompt=i.prompt,
-                              reference=i.reference, params=i.params) for i in items)
+                              reference=i.reference, params=i.params,
+                              size_hint=size_hint(i.prompt, i.params)) for i in items)
         return job
+
+
+DECODE_COST = 4  # a generated token costs about this many prompt tokens on a CPU
+
+
+def size_hint(prompt: str, params: dict[str, Any]) -> int:
+    """An item's expected cost in prompt-token units: about 4 characters per prompt token,
+    plus its output budget at DECODE_COST each. Only the order of items matters."""
+    budget = params.get("max_tokens")
+    return len(prompt) // 4 + DECODE_COST * (budget if isinstance(budget, int) else 0)
 
 
 def get_job(store: Store, *, job_id: int) -> JobRow:
@@ -318,20 +330,28 @@ def job_items(store: Store, *, job_id: int) -> list[WorkItemRow]:
                               .order_by(WorkItemRow.id)))
 
 
-def lease_next(store: Store, *, model: str, node_id: int, lease_s: float) -> WorkItemRow | None:
-    """Lease the oldest pending item of a running job for `model`, or None.
+def lease_next(store: Store, *, model: str, node_id: int, lease_s: float,
+               job_ids: Sequence[int] = ()) -> WorkItemRow | None:
+    """Lease a pending item for `model`, or None: of the first job in `job_ids` (the
+    scheduler's order) that has one, else of the oldest running job (the scheduler's view
+    may be a moment old); within a job the largest `size_hint` first, then the oldest.
 
     Concurrent callers never lease one item twice: on PostgreSQL each locks the item it
     takes and skips items that others hold (`FOR UPDATE SKIP LOCKED`); SQLite runs them
     one at a time.
     """
-    with store.session.begin() as s:
-        item = s.scalar(
+    def oldest(s: Session, *where: Any) -> WorkItemRow | None:
+        return s.scalar(
             select(WorkItemRow).join(JobRow, JobRow.id == WorkItemRow.job_id)
             .where(WorkItemRow.model == model, WorkItemRow.status == "pending",
-                   JobRow.state == "running")
-            .order_by(WorkItemRow.job_id, WorkItemRow.id).limit(1)
-            .with_for_update(skip_locked=True, of=WorkItemRow))
+                   JobRow.state == "running", *where)
+            .order_by(WorkItemRow.job_id, WorkItemRow.size_hint.desc(), WorkItemRow.id)
+            .limit(1).with_for_update(skip_locked=True, of=WorkItemRow))
+
+    with store.session.begin() as s:
+        item = next((found for job_id in job_ids
+                     if (found := oldest(s, WorkItemRow.job_id == job_id)) is not None),
+                    None) or oldest(s)
         if item is None:
             return None
         item.status = "leased"
@@ -342,45 +362,105 @@ def lease_next(store: Store, *, model: str, node_id: int, lease_s: float) -> Wor
         return item
 
 
+def lease_backup(store: Store, *, item_id: int, node_id: int, lease_s: float
+                 ) -> WorkItemRow | None:
+    """Start a second copy of a leased item on `node_id` (a backup task); None if the item
+    is no longer leased, already has a copy, or is leased to that node itself. The copy's
+    lease is `backup_lease_id`."""
+    with store.session.begin() as s:
+        item = s.get(WorkItemRow, item_id, with_for_update=True)
+        if (item is None or item.status != "leased" or item.backup_lease_id is not None
+                or item.lease_node == node_id):
+            return None
+        item.backup_lease_id = uuid.uuid4().hex
+        item.backup_node = node_id
+        item.backup_deadline = utcnow() + timedelta(seconds=lease_s)
+        return item
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What became of a result: `accepted` (else discarded and counted), and the other
+    copy's lease to cancel when a backup race was decided (node id, lease id)."""
+
+    accepted: bool
+    cancel: tuple[int, str] | None = None
+
+    def __bool__(self) -> bool:
+        return self.accepted
+
+
+def _holds(item: WorkItemRow | None, lease_id: str) -> bool:
+    return item is not None and item.status == "leased" and lease_id in (
+        item.lease_id, item.backup_lease_id)
+
+
+def _drop_lease(item: WorkItemRow, lease_id: str) -> bool:
+    """Drop one of an item's two leases, the other running on; False if it had one only."""
+    if item.backup_lease_id is None:
+        return False
+    if lease_id == item.lease_id:
+        item.lease_id, item.lease_node = item.backup_lease_id, item.backup_node
+        item.lease_deadline = item.backup_deadline
+    item.backup_lease_id, item.backup_node, item.backup_deadline = None, None, None
+    return True
+
+
+def _release(item: WorkItemRow, status: str) -> None:
+    item.status = status
+    item.lease_id, item.lease_deadline, item.lease_node = None, None, None
+    item.backup_lease_id, item.backup_node, item.backup_deadline = None, None, None
+
+
 Scorer = Callable[[WorkItemRow, str], tuple[str | None, dict[str, Any]]]
 
 
 def complete_item(store: Store, *, item_id: int, lease_id: str, node_id: int, output: str,
                   measurement: dict[str, Any] | None, error: str | None,
-                  scorer: Scorer) -> bool:
-    """Record a result for the item's live lease; False (and counted) if stale or duplicate."""
+                  scorer: Scorer) -> Recorded:
+    """Record a result for one of the item's live leases; discarded (and counted) if stale
+    or a duplicate. The first result of two copies wins: the other lease is returned to be
+    cancelled. A failed copy while the other runs on just ends that copy."""
     with store.session.begin() as s:
         item = s.get(WorkItemRow, item_id, with_for_update=True)
-        if item is None or item.status != "leased" or item.lease_id != lease_id:
+        if item is None or not _holds(item, lease_id):
             store.discarded_results += 1
-            return False
-        item.lease_id, item.lease_deadline = None, None
+            return Recorded(False)
+        other = (item.backup_node, item.backup_lease_id) if lease_id == item.lease_id \
+            else (item.lease_node, item.lease_id)
+        cancel = (other[0], other[1]) if other[0] is not None and other[1] else None
         if error is not None:
-            item.status = "pending" if item.attempts < 3 else "failed"
             item.error = error
+            if _drop_lease(item, lease_id):
+                return Recorded(True)
+            _release(item, "pending" if item.attempts < 3 else "failed")
             _finish_job_if_done(s, job_id=item.job_id)
-            return True
+            return Recorded(True)
         item.prediction, item.score = scorer(item, output)
-        item.status, item.output, item.node_id = "done", output, node_id
+        _release(item, "done")
+        item.output, item.node_id = output, node_id
         item.error = None
         item.finished_at = utcnow()
         for key, value in (measurement or {}).items():
             setattr(item, key, value)
         _finish_job_if_done(s, job_id=item.job_id)
-        return True
+        return Recorded(True, cancel)
 
 
-def fail_item(store: Store, *, item_id: int, lease_id: str, reason: str) -> bool:
+def fail_item(store: Store, *, item_id: int, lease_id: str, reason: str) -> Recorded:
     """Mark the item of a live lease failed for good (its result cannot be scored)."""
     with store.session.begin() as s:
         item = s.get(WorkItemRow, item_id, with_for_update=True)
-        if item is None or item.status != "leased" or item.lease_id != lease_id:
+        if item is None or not _holds(item, lease_id):
             store.discarded_results += 1
-            return False
-        item.lease_id, item.lease_deadline, item.lease_node = None, None, None
-        item.status, item.error = "failed", reason
+            return Recorded(False)
+        other = (item.backup_node, item.backup_lease_id) if lease_id == item.lease_id \
+            else (item.lease_node, item.lease_id)
+        _release(item, "failed")
+        item.error = reason
         _finish_job_if_done(s, job_id=item.job_id)
-        return True
+        return Recorded(True, (other[0], other[1]) if other[0] is not None and other[1]
+                        else None)
 
 
 def get_item(store: Store, *, item_id: int) -> WorkItemRow | None:
@@ -403,7 +483,8 @@ def cancel_job(store: Store, *, job_id: int) -> JobRow:
                       .where(WorkItemRow.job_id == job_id,
                              WorkItemRow.status.in_(("pending", "leased")))
                       .values(status="cancelled", lease_id=None, lease_deadline=None,
-                              lease_node=None))
+                              lease_node=None, backup_lease_id=None, backup_node=None,
+                              backup_deadline=None))
             # only if still running: the last result may have finished it meanwhile
             s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.state == "running")
                       .values(state="cancelled", finished_at=utcnow())
@@ -423,37 +504,105 @@ def counts(store: Store) -> dict[str, dict[str, int]]:
 
 
 def _finish_job_if_done(s: Session, *, job_id: int) -> None:
-    """Finish the job if no item is open. The job's row is locked before the count, so of
+    """Finish the job if no item is open. The job's row is locked before the look, so of
     two results that close its last two items (PostgreSQL), the later one sees the other."""
     job = s.get(JobRow, job_id, with_for_update=True)
-    open_items = s.scalar(select(func.count()).where(
-        WorkItemRow.job_id == job_id, WorkItemRow.status.in_(("pending", "leased"))))
-    if open_items == 0 and job is not None and job.state == "running":
+    still_open = s.scalar(select(WorkItemRow.id).where(
+        WorkItemRow.job_id == job_id, WorkItemRow.status.in_(("pending", "leased")))
+        .limit(1))
+    if still_open is None and job is not None and job.state == "running":
         job.state, job.finished_at = "finished", utcnow()
 
 
 def requeue_expired(store: Store, *, now: datetime | None = None) -> int:
-    """Return expired leases to the queue; the number requeued."""
+    """End expired leases: an item whose every copy expired goes back to the queue (the
+    number requeued); an expired copy of an item whose other copy runs just ends."""
+    now = now or utcnow()
     with store.session.begin() as s:
-        result = s.execute(update(WorkItemRow)
-                           .where(WorkItemRow.status == "leased",
-                                  WorkItemRow.lease_deadline < (now or utcnow()))
-                           .values(status="pending", lease_id=None, lease_deadline=None,
-                                   lease_node=None))
-        return int(result.rowcount)  # type: ignore[attr-defined]
+        items = s.scalars(select(WorkItemRow).where(
+            WorkItemRow.status == "leased",
+            (WorkItemRow.lease_deadline < now) | (WorkItemRow.backup_deadline < now))
+            .with_for_update()).all()
+        requeued = 0
+        for item in items:
+            for lease_id, deadline in ((item.lease_id, item.lease_deadline),
+                                       (item.backup_lease_id, item.backup_deadline)):
+                if lease_id and deadline is not None and deadline < now \
+                        and not _drop_lease(item, lease_id):
+                    _release(item, "pending")
+                    requeued += 1
+        return requeued
 
 
 def requeue_node_leases(store: Store, *, node_id: int, keep: Collection[str] = ()) -> int:
-    """Return every item leased to `node_id` to the queue, except leases in `keep` (which
-    the node says it holds); the number requeued."""
+    """End every lease of `node_id` but those in `keep` (which the node says it holds): an
+    item goes back to the queue unless its other copy runs elsewhere; the number requeued."""
     with store.session.begin() as s:
-        result = s.execute(update(WorkItemRow)
-                           .where(WorkItemRow.status == "leased",
-                                  WorkItemRow.lease_node == node_id,
-                                  WorkItemRow.lease_id.not_in(list(keep)))
-                           .values(status="pending", lease_id=None, lease_deadline=None,
-                                   lease_node=None))
-        return int(result.rowcount)  # type: ignore[attr-defined]
+        items = s.scalars(select(WorkItemRow).where(
+            WorkItemRow.status == "leased",
+            (WorkItemRow.lease_node == node_id) | (WorkItemRow.backup_node == node_id))
+            .with_for_update()).all()
+        requeued = 0
+        for item in items:
+            for lease_id, holder in ((item.lease_id, item.lease_node),
+                                     (item.backup_lease_id, item.backup_node)):
+                if holder == node_id and lease_id and lease_id not in keep \
+                        and not _drop_lease(item, lease_id):
+                    _release(item, "pending")
+                    requeued += 1
+        return requeued
+
+
+def requeue_orphans(store: Store, *, live: Collection[int]) -> int:
+    """End every lease held by a node outside `live` (e.g. leases from before a coordinator
+    restart whose node never came back); the number of items requeued."""
+    with store.session() as s:
+        holders = set(s.scalars(select(WorkItemRow.lease_node).where(
+            WorkItemRow.status == "leased").distinct())) | set(s.scalars(
+                select(WorkItemRow.backup_node).where(WorkItemRow.status == "leased",
+                                                      WorkItemRow.backup_node.is_not(None))
+                .distinct()))
+    return sum(requeue_node_leases(store, node_id=node) for node in holders
+               if node is not None and node not in live)
+
+
+# --- the scheduler's view -----------------------------------------------------------
+
+
+def queue_view(store: Store) -> list[JobView]:
+    """Every running job with its pending items per model and its items in flight."""
+    with store.session() as s:
+        jobs = s.execute(select(JobRow.id, JobRow.spec).where(JobRow.state == "running")
+                         ).all()
+        counted = s.execute(
+            select(WorkItemRow.job_id, WorkItemRow.model, WorkItemRow.status, func.count())
+            .join(JobRow, JobRow.id == WorkItemRow.job_id)
+            .where(JobRow.state == "running",
+                   WorkItemRow.status.in_(("pending", "leased")))
+            .group_by(WorkItemRow.job_id, WorkItemRow.model, WorkItemRow.status)).all()
+    pending: dict[int, dict[str, int]] = {}
+    leased: dict[int, int] = {}
+    for job_id, model, status, count in counted:
+        if status == "pending":
+            pending.setdefault(job_id, {})[model] = int(count)
+        else:
+            leased[job_id] = leased.get(job_id, 0) + int(count)
+    return [JobView(id=job_id, priority=int((spec or {}).get("priority", 0)),
+                    pending=pending.get(job_id, {}), leased=leased.get(job_id, 0))
+            for job_id, spec in jobs]
+
+
+def open_leases(store: Store, *, model: str, lease_s: float) -> list[LeaseView]:
+    """The leases that run for `model`, their start on the UNIX clock."""
+    with store.session() as s:
+        rows = s.execute(select(WorkItemRow.id, WorkItemRow.job_id, WorkItemRow.lease_node,
+                                WorkItemRow.lease_deadline, WorkItemRow.backup_lease_id)
+                         .where(WorkItemRow.status == "leased",
+                                WorkItemRow.model == model)).all()
+    return [LeaseView(item_id=item_id, job_id=job_id, model=model, node_id=node or 0,
+                      started=deadline.replace(tzinfo=UTC).timestamp() - lease_s
+                      if deadline else 0.0, backed_up=backup is not None)
+            for item_id, job_id, node, deadline, backup in rows]
 
 
 def models_wanted(store: Store) -> list[ModelRow]:

@@ -42,6 +42,7 @@ from node_agent.protocol import (
     PROTOCOL_VERSION,
     RELAY,
     Bye,
+    CancelLease,
     Chunk,
     ChunkUnavailable,
     DesiredWorkers,
@@ -73,6 +74,7 @@ log = logging.getLogger("slmfleet.agent")
 RUNTIME_RECHECK_S = 10.0  # how often an unavailable runtime (no engine, no image) is retried
 LEFTOVER_SCAN_S = 30.0
 DEAD_FOR_S = 30.0  # a relay found dead is avoided this long, then tried again
+RESEND_S = 60.0  # results sent this recently are sent again on a new session or route
 
 
 class RegistrationRefused(AgentError):
@@ -107,6 +109,7 @@ class _Worker:
     task: asyncio.Task[None] | None = None
     detail: str = ""
     lease: str | None = None  # the lease its worker is serving now
+    cancelled: str | None = None  # a lease the coordinator cancelled (a backup race lost)
 
 
 class Agent:
@@ -247,16 +250,25 @@ class Agent:
         self._last_seen = time.monotonic()
         # results sent lately may have died with the old route: send them again (the hub
         # records each once and discards repeats), and say which leases are still held
-        horizon = time.monotonic() - self._interval * (self._liveness + 2)
-        again = [result for sent, result in self._sent_results if sent >= horizon]
         held = tuple(lease for w in self._workers.values() if (lease := w.lease) is not None)
         with contextlib.suppress(zmq.ZMQError):
             await sock.send_multipart(encode(Heartbeat(seq=0)), flags=zmq.NOBLOCK)
-            for result in again:
+            for result in self._recent_results():
                 await sock.send_multipart(encode(result), flags=zmq.NOBLOCK)
             await sock.send_multipart(encode(LeasesHeld(lease_ids=held)), flags=zmq.NOBLOCK)
         self._fetcher.session_changed()  # chunk requests may have died there too
         return sock
+
+    def _recent_results(self) -> list[WorkResult]:
+        """Results sent lately: they may have died with a route or with the coordinator."""
+        horizon = time.monotonic() - RESEND_S
+        return [result for sent, result in self._sent_results if sent >= horizon]
+
+    def _held_leases(self) -> tuple[str, ...]:
+        """Leases this node works on, or sent a result for lately (sent again once
+        registered): what a new session, or a restarted coordinator, should keep."""
+        working = [lease for w in self._workers.values() if (lease := w.lease) is not None]
+        return tuple(dict.fromkeys(working + [r.lease_id for r in self._recent_results()]))
 
     async def _session(self) -> bool:
         routing_id = uuid.uuid4().bytes
@@ -265,7 +277,7 @@ class Agent:
         await sock.send_multipart(encode(Register(
             protocol=PROTOCOL_VERSION, token=self.config.token, name=self.config.name,
             facts=self._facts, runtime=self._runtime.name,  # type: ignore[arg-type]
-            relay=self.config.relay_address)))
+            relay=self.config.relay_address, leases=self._held_leases())))
         self._last_seen = time.monotonic()
         heartbeat = self._spawn(self._heartbeat_loop(), name="heartbeat")
         try:
@@ -310,6 +322,8 @@ class Agent:
                         self._connected.set()
                         self._fetcher.session_changed()  # requests of an old session
                         log.info("registered as node %d", message.node_id)
+                        for result in self._recent_results():  # the hub records each once
+                            await self._send(result, wait=False)
                     case Rejected(reregister=False):
                         raise RegistrationRefused(f"the coordinator refused this agent: "
                                                   f"{message.reason}")
@@ -352,10 +366,21 @@ class Agent:
                 self._fetcher.arrived(Arrival(source=HUB, message=message, data=data))
             case WorkLease() | NoWork():
                 self._replies.setdefault(message.model, asyncio.Queue()).put_nowait(message)
+            case CancelLease():
+                self._cancel_lease(message.lease_id)
             case ErrorReply():
                 log.warning("coordinator error %s: %s", message.code, message.message)
             case _:
                 log.warning("ignored unexpected %s message", type(message).__name__)
+
+    def _cancel_lease(self, lease_id: str) -> None:
+        """Another node's copy of this lease's item won: stop generating it."""
+        for worker in self._workers.values():
+            if worker.lease == lease_id and worker.handle is not None:
+                worker.cancelled = lease_id
+                self._spawn(worker.handle.cancel(), name=f"cancel {lease_id[:8]}")
+                log.info("lease %s cancelled: another node finished its item first",
+                         lease_id[:8])
 
     async def _send(self, message: _Msg, *, wait: bool = True) -> bool:
         if wait:
@@ -520,6 +545,9 @@ class Agent:
             worker.state, worker.lease = "busy", reply.lease_id
             result, lost = await self._execute(handle, reply)
             worker.lease = None
+            if worker.cancelled == reply.lease_id:  # the other copy won: nothing to send
+                worker.state = "ready" if handle.alive() else "failed"
+                continue
             self._sent_results.append((time.monotonic(), result))
             worker.state = "ready" if handle.alive() else "failed"
             if result.error is None:  # it serves: a later crash backs off from the start

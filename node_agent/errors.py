@@ -24,3 +24,8 @@ class WorkerLost(WorkerError):
 
 class RuntimeUnavailable(WorkerError):
     """The worker runtime cannot run workers on this node (no container engine, no image)."""
+
+
+class CompletionCancelled(WorkerError):
+    """The agent cancelled the completion (another node's copy of the item won); the
+    worker is fine and takes the next request."""

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from node_agent.errors import ProtocolError
 from node_agent.hardware import HardwareFacts, NodeMetrics
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 MAX_JSON_FRAME = 4 * 1024 * 1024
 # Relayed frames: a relay prepends [RELAY, child routing id, child public key] to what a
 # child sends up, and the hub prepends [RELAY, child routing id] per hop to what it sends
@@ -77,6 +77,9 @@ class Register(_Msg):
     facts: HardwareFacts
     runtime: Literal["process", "docker"] = "process"
     relay: str | None = Field(default=None, max_length=255)  # HOST:PORT it relays on
+    # leases it still works on or sent a result for lately: a restarted coordinator (or
+    # a new session) keeps these and requeues the node's others
+    leases: tuple[str, ...] = Field(default=(), max_length=4096)
 
 
 class Heartbeat(_Msg):
@@ -213,6 +216,13 @@ class WorkLease(_Msg):
     kind: Literal["complete", "score"] = "complete"  # score: token log-probs of the prompt
 
 
+class CancelLease(_Msg):
+    """Stop working on a lease: the other copy of its item (a backup task) won."""
+
+    type: Literal["cancel_lease"] = "cancel_lease"
+    lease_id: str
+
+
 class NoWork(_Msg):
     type: Literal["no_work"] = "no_work"
     model: str
@@ -243,6 +253,7 @@ Message = Annotated[
     | Chunk
     | ChunkUnavailable
     | WorkLease
+    | CancelLease
     | NoWork
     | ErrorReply,
     Field(discriminator="type"),

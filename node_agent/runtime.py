@@ -29,7 +29,7 @@ import psutil
 import zmq
 import zmq.asyncio
 
-from node_agent.errors import WorkerError, WorkerLost
+from node_agent.errors import CompletionCancelled, WorkerError, WorkerLost
 from node_agent.protocol import WorkerSpec
 
 
@@ -73,6 +73,11 @@ class WorkerHandle(Protocol):
 
     async def complete(self, request: CompletionRequest, *, timeout_s: float) -> Completion: ...
 
+    async def cancel(self) -> None:
+        """Stop the completion in progress, if any: `complete` then raises
+        `CompletionCancelled`."""
+        ...
+
     async def stop(self) -> None: ...
 
 
@@ -110,6 +115,7 @@ class PairWorker(ABC):
         self._socket = socket
         self._peak_rss_mb = 0.0
         self._lock = asyncio.Lock()
+        self._current: str | None = None  # the request the worker serves now
 
     @abstractmethod
     def alive(self) -> bool: ...
@@ -142,8 +148,14 @@ class PairWorker(ABC):
                 await self._socket.send(json.dumps(payload).encode(), flags=zmq.NOBLOCK)
             except zmq.Again:
                 raise WorkerLost(f"worker for {self.model} is not connected") from None
-            reply = await self._receive(timeout_s=timeout_s)
+            self._current = request_id
+            try:
+                reply = await self._receive(timeout_s=timeout_s)
+            finally:
+                self._current = None
             self.rss_mb()
+            if reply.get("type") == "cancelled" and reply.get("id") == request_id:
+                raise CompletionCancelled(f"completion on {self.model} cancelled")
             if reply.get("type") != "done" or reply.get("id") != request_id:
                 raise WorkerError(f"worker for {self.model} failed: "
                                   f"{reply.get('message', reply)}")
@@ -171,6 +183,20 @@ class PairWorker(ABC):
             if not self.alive():
                 raise WorkerLost(f"worker for {self.model} {self.exit_reason()}")
         raise WorkerLost(f"worker for {self.model} did not answer within {timeout_s:.0f} s")
+
+    @property
+    def serving(self) -> bool:
+        """Whether a completion is in progress."""
+        return self._current is not None
+
+    async def cancel(self) -> None:
+        """Ask the worker to stop the completion in progress (it checks between tokens and
+        answers `cancelled`)."""
+        if self._current is not None and self.alive():
+            with contextlib.suppress(zmq.ZMQError):
+                await self._socket.send(json.dumps({"type": "cancel",
+                                                    "id": self._current}).encode(),
+                                        flags=zmq.NOBLOCK)
 
     async def wait_ready(self, *, timeout_s: float) -> None:
         reply = await self._receive(timeout_s=timeout_s)

@@ -20,6 +20,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,20 +28,50 @@ import zmq
 
 
 def _serve(llm: Any, socket: zmq.Socket[bytes]) -> None:
+    inbox = Inbox(socket)
     while True:
-        request = json.loads(socket.recv())
+        request = inbox.next()
         if request.get("type") == "stop":
             return
+        if request.get("type") == "cancel":  # for a request already answered
+            continue
         try:
             reply = _score(llm, request) if request.get("kind") == "score" \
-                else _complete(llm, request)
+                else _complete(llm, request, inbox)
         except Exception as exc:  # noqa: BLE001 - any llama.cpp failure goes back to the agent
             reply = {"type": "error", "id": request.get("id"), "message": repr(exc)}
         socket.send(json.dumps(reply).encode())
 
 
+class Inbox:
+    """The worker's messages from its agent. While a completion runs, `cancelled` is
+    asked between tokens: it reads what has arrived without waiting, notes a `cancel`
+    of that request, and keeps anything else for `next`."""
+
+    def __init__(self, socket: zmq.Socket[bytes]) -> None:
+        self._socket = socket
+        self._kept: list[dict[str, Any]] = []
+
+    def next(self) -> dict[str, Any]:
+        if self._kept:
+            return self._kept.pop(0)
+        message: dict[str, Any] = json.loads(self._socket.recv())
+        return message
+
+    def cancelled(self, request_id: str) -> bool:
+        found = False
+        while self._socket.poll(0):
+            message = json.loads(self._socket.recv())
+            if message.get("type") == "cancel":
+                found = found or message.get("id") == request_id
+            else:
+                self._kept.append(message)
+        return found
+
+
 class TokenClock:
-    """Notes the moment each token is sampled, to count tokens and time the first one.
+    """Notes the moment each token is sampled, to count tokens and time the first one;
+    stops the generation when `stop_when()` says so (the agent cancelled the request).
 
     llama-cpp-python (0.3.x) calls a stopping criterion once per sampled token, before
     its text is held back for stop sequences or multi-byte characters, and then once
@@ -48,12 +79,15 @@ class TokenClock:
     counted instead: they merge held-back text and end with an empty chunk.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, stop_when: Callable[[], bool] = lambda: False) -> None:
         self.stamps: list[float] = []
+        self._stop_when = stop_when
+        self.stopped = False
 
     def __call__(self, _input_ids: Any, _logits: Any) -> bool:
         self.stamps.append(time.perf_counter())
-        return False
+        self.stopped = self.stopped or self._stop_when()
+        return self.stopped
 
     @property
     def sampled(self) -> list[float]:
@@ -61,12 +95,14 @@ class TokenClock:
         return self.stamps[:-1]
 
 
-def _complete(llm: Any, request: dict[str, Any]) -> dict[str, Any]:
+def _complete(llm: Any, request: dict[str, Any], inbox: Inbox | None = None
+              ) -> dict[str, Any]:
     from llama_cpp import StoppingCriteriaList
 
     prompt = str(request["prompt"])
     prompt_tokens = len(llm.tokenize(prompt.encode(), add_bos=True))
-    clock = TokenClock()
+    clock = TokenClock((lambda: inbox.cancelled(str(request["id"]))) if inbox else
+                       (lambda: False))
     start = time.perf_counter()
     stream = llm.create_completion(
         prompt,
@@ -78,6 +114,8 @@ def _complete(llm: Any, request: dict[str, Any]) -> dict[str, Any]:
         stream=True,
     )
     text = "".join(chunk["choices"][0]["text"] for chunk in stream)
+    if clock.stopped:
+        return {"type": "cancelled", "id": request["id"]}
     end = time.perf_counter()
     sampled = clock.sampled
     first, last = (sampled[0], sampled[-1]) if sampled else (end, end)

@@ -12,7 +12,7 @@ import zmq
 import zmq.asyncio
 
 from coordinator import store as st
-from coordinator.hub import Hub
+from coordinator.hub import QUEUE_VIEW_S, Hub
 from coordinator.store import Store
 from node_agent import curve
 from node_agent.hardware import hardware_facts
@@ -129,6 +129,8 @@ def test_a_draining_node_gets_no_new_leases_until_it_is_resumed(tmp_path: Path) 
         curve.KeyPair(*zmq.curve_keypair()).apply_client(peer, server_key=keys.public)
         peer.connect(f"tcp://127.0.0.1:{hub.port}")
         replies = []
+        st.add_model(store, name="m", sha256="0" * 64, size=1, path=str(tmp_path / "m"),
+                     threads=1, n_ctx=128)
         try:
             await peer.send_multipart(encode(Register(
                 protocol=PROTOCOL_VERSION, token="t", name="n1", facts=hardware_facts())))
@@ -141,9 +143,14 @@ def test_a_draining_node_gets_no_new_leases_until_it_is_resumed(tmp_path: Path) 
             (node_id,) = [s.node_id for s in hub.peers.values()]
             for draining in (True, False):
                 (hub.draining.add if draining else hub.draining.discard)(node_id)
-                await peer.send_multipart(encode(WorkRequest(model="m", slots=1)))
-                replies.append(json.loads((await asyncio.wait_for(
-                    peer.recv_multipart(), 10))[0])["type"])
+                for _ in range(40):  # the scheduler sees a new job within QUEUE_VIEW_S
+                    await peer.send_multipart(encode(WorkRequest(model="m", slots=1)))
+                    reply = json.loads((await asyncio.wait_for(
+                        peer.recv_multipart(), 10))[0])["type"]
+                    if draining or reply == "work_lease":
+                        break
+                    await asyncio.sleep(QUEUE_VIEW_S)
+                replies.append(reply)
             return replies
         finally:
             running.cancel()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import zmq.asyncio
 
-from node_agent.errors import WorkerError
+from node_agent.errors import CompletionCancelled, WorkerError
 from node_agent.runtime import Completion, CompletionRequest, ProcessRuntime, ProcessWorker
 from tests.support.specs import worker_spec
 
@@ -99,3 +99,30 @@ def test_worker_without_a_connected_peer_fails_fast_and_stops(tmp_path: Path) ->
     message, alive = asyncio.run(scenario())
     assert "not connected" in message
     assert not alive, "stop() ends a worker that does not answer"
+
+
+def test_a_cancelled_completion_stops_and_the_worker_serves_the_next(
+        tiny_model: Path, tmp_path: Path) -> None:
+    """Cancelling (the other copy of a backed-up item won) stops generation between
+    tokens: the long completion ends as cancelled, well short of its budget, and the
+    same worker then answers the next request."""
+    long = CompletionRequest(prompt="Hello", stop=(), max_tokens=400, temperature=0.0,
+                             seed=1)
+
+    async def scenario() -> tuple[BaseException | Completion, Completion]:
+        async with _runtime(tmp_path / "run") as runtime:
+            worker = await runtime.start(worker_spec("tiny", tiny_model, n_ctx=512),
+                                         path=tiny_model, timeout_s=60)
+            try:
+                running = asyncio.create_task(worker.complete(long, timeout_s=300))
+                while not worker.serving:  # the request went out
+                    await asyncio.sleep(0.01)
+                await worker.cancel()
+                outcome = (await asyncio.gather(running, return_exceptions=True))[0]
+                return outcome, await worker.complete(REQUEST, timeout_s=60)
+            finally:
+                await worker.stop()
+
+    outcome, after = asyncio.run(scenario())
+    assert isinstance(outcome, CompletionCancelled), outcome
+    assert after.completion_tokens > 0

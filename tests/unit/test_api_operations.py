@@ -45,7 +45,7 @@ def test_cancel_drops_open_items_and_keeps_results(client: TestClient, store: st
     late = st.complete_item(store, item_id=leased.id, lease_id=leased.lease_id or "",
                             node_id=2, output="billing", measurement=None, error=None,
                             scorer=lambda _row, out: (out, {}))
-    assert late is False
+    assert not late
     # cancelling again changes nothing
     again = client.post(f"{API}/jobs/{job}/cancel").json()
     assert (again["state"], again["done"], again["cancelled"]) == ("cancelled", 1, 3)

@@ -14,6 +14,7 @@ from node_agent.protocol import (
     MAX_JSON_FRAME,
     PROTOCOL_VERSION,
     Bye,
+    CancelLease,
     Chunk,
     ChunkRequest,
     ChunkUnavailable,
@@ -77,6 +78,7 @@ EXAMPLES: list[Any] = [
     WorkLease(lease_id="lease-1", item_id=3, model="gemma", prompt="Message: x\nLabel:",
               stop=("\n",), max_tokens=16, temperature=0.0, seed=42, lease_s=60.0),
     NoWork(model="gemma", retry_after_s=0.5),
+    CancelLease(lease_id="abc123"),
     ErrorReply(code="unknown_model", message="no model 'x'"),
 ]
 

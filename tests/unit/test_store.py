@@ -191,7 +191,7 @@ def test_late_result_of_an_expired_lease_is_discarded(store: st.Store) -> None:
 
 
 def test_requeue_expired_only_touches_leases_past_their_deadline(store: st.Store) -> None:
-    job_id = make_job(store, ["short", "long", "waiting"])
+    job_id = make_job(store, ["short", "lengthy", "waiting"])  # prompts of one size hint
     lease(store, lease_s=10)
     lease(store, lease_s=100)
     now = utcnow()
@@ -200,7 +200,7 @@ def test_requeue_expired_only_touches_leases_past_their_deadline(store: st.Store
     items = items_by_key(store, job_id)
     assert items["short"].status == "pending"
     assert items["short"].lease_id is None and items["short"].lease_node is None
-    assert items["long"].status == "leased"
+    assert items["lengthy"].status == "leased"
     assert items["waiting"].status == "pending" and items["waiting"].attempts == 0
     assert st.requeue_expired(store, now=now + timedelta(seconds=101)) == 1
 

@@ -1,0 +1,170 @@
+"""The hub's scheduling with real ZeroMQ peers: a backup copy near a job's end (first
+result wins, the other is cancelled), and leases kept across a re-registration."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+import zmq.asyncio
+
+from coordinator import store as st
+from coordinator.hub import Hub
+from node_agent import curve
+from node_agent.hardware import hardware_facts
+from node_agent.protocol import (
+    PROTOCOL_VERSION,
+    Heartbeat,
+    Register,
+    WorkRequest,
+    WorkResult,
+    _Msg,
+    encode,
+)
+
+pytestmark = pytest.mark.integration
+
+PARAMS = {"stop": [], "max_tokens": 4, "temperature": 0.0, "seed": 1}
+
+
+class Peer:
+    """A fake agent: a CURVE DEALER that registers and keeps what the hub sends."""
+
+    def __init__(self, context: zmq.asyncio.Context, hub: Hub, name: str) -> None:
+        self.name = name
+        self.socket = context.socket(zmq.DEALER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        curve.KeyPair(*zmq.curve_keypair()).apply_client(self.socket,
+                                                         server_key=hub.public_key)
+        self.socket.connect(f"tcp://127.0.0.1:{hub.port}")
+        self.inbox: list[dict[str, Any]] = []
+
+    async def send(self, message: _Msg) -> None:
+        await self.socket.send_multipart(encode(message))
+
+    async def register(self, *, leases: tuple[str, ...] = ()) -> None:
+        await self.send(Register(protocol=PROTOCOL_VERSION, token="t", name=self.name,
+                                 facts=hardware_facts(), leases=leases))
+        await self.wait_for("welcome")
+
+    async def wait_for(self, kind: str, *, timeout_s: float = 20) -> dict[str, Any]:
+        async def look() -> dict[str, Any]:
+            while True:
+                message = json.loads((await self.socket.recv_multipart())[0])
+                self.inbox.append(message)
+                if message["type"] == kind:
+                    return message
+        return await asyncio.wait_for(look(), timeout_s)
+
+    async def ask(self, *, every_s: float = 0.2, timeout_s: float = 20) -> dict[str, Any]:
+        """Ask for work until a lease comes."""
+        async def loop() -> dict[str, Any]:
+            while True:
+                await self.send(WorkRequest(model="m", slots=1))
+                reply = await self.wait_for_any(("work_lease", "no_work"))
+                if reply["type"] == "work_lease":
+                    return reply
+                await asyncio.sleep(every_s)
+        return await asyncio.wait_for(loop(), timeout_s)
+
+    async def wait_for_any(self, kinds: tuple[str, ...]) -> dict[str, Any]:
+        while True:
+            message = json.loads((await self.socket.recv_multipart())[0])
+            self.inbox.append(message)
+            if message["type"] in kinds:
+                return message
+
+
+def result(lease: dict[str, Any]) -> WorkResult:
+    return WorkResult(lease_id=lease["lease_id"], item_id=lease["item_id"], output="billing",
+                      measurement=None, error=None)
+
+
+def one_item_job(store: st.Store, tmp_path: Path) -> int:
+    st.add_model(store, name="m", sha256="0" * 64, size=1, path=str(tmp_path / "m"),
+                 threads=1, n_ctx=128)
+    return st.create_job(store, name="j", spec={}, items=[st.NewWorkItem(
+        model="m", task="classification", dataset="d", item_key="k", repeat=0, prompt="p",
+        reference={"label": "billing", "labels": ["billing"]}, params=PARAMS)]).id
+
+
+async def _with_hub(tmp_path: Path, scenario: Any) -> Any:
+    context = zmq.asyncio.Context()
+    store = st.Store(f"sqlite:///{tmp_path / 's.db'}")
+    hub = Hub(store=store, token="t", keys=curve.load_or_create(tmp_path, "hub"),
+              bind="tcp://127.0.0.1:0", heartbeat_interval_s=0.5, liveness=3,
+              context=context)
+    running = asyncio.create_task(hub.run())
+    try:
+        return await scenario(context, hub, store)
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        context.destroy(linger=0)
+        store.close()
+
+
+def test_a_straggling_nodes_last_item_is_copied_and_the_first_result_wins(
+        tmp_path: Path) -> None:
+    async def scenario(context: zmq.asyncio.Context, hub: Hub, store: st.Store
+                       ) -> tuple[Any, ...]:
+        job = one_item_job(store, tmp_path)
+        slow, fast = Peer(context, hub, "slow"), Peer(context, hub, "fast")
+        await slow.register()
+        await fast.register()
+        first = await slow.ask()
+        # slow stays up but sits on its lease; fast asks until a copy comes
+        beating = [asyncio.create_task(_beat(peer)) for peer in (slow, fast)]
+        try:
+            copy = await fast.ask()
+            await fast.send(result(copy))
+            cancelled = await slow.wait_for("cancel_lease")
+            await slow.send(result(first))  # too late: discarded, counted
+            while st.get_job(store, job_id=job).state == "running":
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)  # the late result is handled meanwhile
+        finally:
+            for beat in beating:
+                beat.cancel()
+        (item,) = st.job_items(store, job_id=job)
+        return (first["item_id"] == copy["item_id"], first["lease_id"] != copy["lease_id"],
+                cancelled["lease_id"] == first["lease_id"], item.status, item.node_id,
+                hub.backups_started, store.discarded_results)
+
+    same_item, new_lease, cancels_first, status, node, backups, discarded = asyncio.run(
+        _with_hub(tmp_path, scenario))
+    assert same_item and new_lease and cancels_first
+    assert (status, node, backups, discarded) == ("done", 2, 1, 1)
+
+
+def test_a_reregistering_node_keeps_the_leases_it_declares(tmp_path: Path) -> None:
+    """As after a coordinator restart: the node registers again naming the lease it
+    still works on; that lease stays its own and its result is recorded."""
+    async def scenario(context: zmq.asyncio.Context, hub: Hub, store: st.Store
+                       ) -> tuple[str, int | None, str]:
+        job = one_item_job(store, tmp_path)
+        node = Peer(context, hub, "n1")
+        await node.register()
+        lease = await node.ask()
+        node.socket.disconnect(f"tcp://127.0.0.1:{hub.port}")
+        node.socket.connect(f"tcp://127.0.0.1:{hub.port}")
+        await node.register(leases=(lease["lease_id"],))
+        (kept,) = st.job_items(store, job_id=job)
+        await node.send(result(lease))
+        while st.get_job(store, job_id=job).state == "running":
+            await asyncio.sleep(0.05)
+        return kept.status, kept.lease_node, st.get_job(store, job_id=job).state
+
+    assert asyncio.run(_with_hub(tmp_path, scenario)) == ("leased", 1, "finished")
+
+
+async def _beat(peer: Peer) -> None:
+    seq = 0
+    while True:
+        await peer.send(Heartbeat(seq=seq))
+        seq += 1
+        await asyncio.sleep(0.2)
