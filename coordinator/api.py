@@ -195,7 +195,10 @@ def create_app(*, store: st.Store, hub: Any = None) -> FastAPI:
             nodes=[node_view(n) for n in st.list_nodes(s)], counts=st.counts(s),
             discarded_results=s.discarded_results,
             rejected_messages=getattr(hub, "rejected_messages", 0),
-            origin_bytes_sent=getattr(hub, "origin_bytes_sent", 0)), media_type=CONTENT_TYPE)
+            origin_bytes_sent=getattr(hub, "origin_bytes_sent", 0),
+            backups_started=getattr(hub, "backups_started", 0),
+            backups_cancelled=getattr(hub, "backups_cancelled", 0),
+            leases_requeued=getattr(hub, "leases_requeued", 0)), media_type=CONTENT_TYPE)
 
     @app.get(f"{API}/models")
     def list_models(s: StoreDep) -> list[dict[str, Any]]:

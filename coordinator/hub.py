@@ -138,6 +138,7 @@ class Hub:
         self._leased_at: dict[str, tuple[float, int, str]] = {}  # lease: when, node, model
         self.item_s: dict[int, dict[str, float]] = {}  # node -> model -> seconds per item
         self.backups_started = 0
+        self.leases_requeued = 0  # items put back in the queue, for /metrics
         self.backups_cancelled = 0
         self._started = time.monotonic()
         # leases from before a restart: kept this long for their nodes to come back
@@ -247,7 +248,8 @@ class Hub:
                 del self.peers[other]
         # leases the node does not say it holds were sent to an old session (or by a
         # coordinator before a restart) and lost: hand them out again
-        requeued = st.requeue_node_leases(self.store, node_id=node.id, keep=message.leases)
+        requeued = self._requeued(st.requeue_node_leases(self.store, node_id=node.id,
+                                                          keep=message.leases))
         if requeued:
             log.warning("node %d registered again; requeued %d leased items it does not "
                         "hold", node.id, requeued)
@@ -338,8 +340,8 @@ class Hub:
                 self._recording.add(recording)
                 recording.add_done_callback(self._recorded)
             case LeasesHeld():  # it moved routes: leases sent meanwhile may be lost
-                requeued = st.requeue_node_leases(self.store, node_id=session.node_id,
-                                                  keep=message.lease_ids)
+                requeued = self._requeued(st.requeue_node_leases(
+                    self.store, node_id=session.node_id, keep=message.lease_ids))
                 if requeued:
                     log.warning("node %d changed routes; requeued %d leases it never got",
                                 session.node_id, requeued)
@@ -500,7 +502,8 @@ class Hub:
                 del self.peers[peer]
                 # its leases go back to the queue now, not when they expire; a late
                 # result from it no longer matches a live lease and is discarded
-                requeued = st.requeue_node_leases(self.store, node_id=session.node_id)
+                requeued = self._requeued(st.requeue_node_leases(self.store,
+                                                                 node_id=session.node_id))
                 self._queue_at = -math.inf
                 log.warning("node %d fell silent; dropped, %d leased items requeued",
                             session.node_id, requeued)
@@ -515,18 +518,24 @@ class Hub:
         st.touch_nodes(self.store, seen=seen)
         for origin in [o for o in self._paths if o not in self.peers]:
             del self._paths[origin]  # unregistered senders: keep no routes for them
-        requeued = st.requeue_expired(self.store)
+        requeued = self._requeued(st.requeue_expired(self.store))
         if requeued:
             log.warning("requeued %d work items whose lease expired", requeued)
         if now - self._started > self.adopt_s:  # nodes had time to come back
-            orphans = st.requeue_orphans(self.store,
-                                         live={s.node_id for s in self.peers.values()})
+            orphans = self._requeued(st.requeue_orphans(
+                self.store, live={s.node_id for s in self.peers.values()}))
             if orphans:
                 log.warning("requeued %d work items leased to nodes that are gone", orphans)
         for lease_id, (when, _node, _model) in list(self._leased_at.items()):
             if now - when > self.lease_s:
                 del self._leased_at[lease_id]
         await self._replace()
+
+    def _requeued(self, count: int) -> int:
+        self.leases_requeued += count
+        if count:
+            self._queue_at = -math.inf  # the scheduler's view is out of date
+        return count
 
     async def _replace(self) -> None:
         """Place models again (the queue and the fleet change); tell nodes whose models

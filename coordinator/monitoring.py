@@ -2,7 +2,8 @@
 
 Rendered on request from the store (a fresh registry each time, so nothing is cached
 between scrapes): nodes by state with their CPU, memory and temperature, jobs by state,
-work items by status, and counters of discarded results and rejected wire messages.
+work items by status, and counters of discarded results, rejected wire messages, backup
+copies and requeued leases.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 def render_metrics(*, nodes: Sequence[Mapping[str, Any]], counts: Mapping[str, Mapping[str, int]],
                    discarded_results: int, rejected_messages: int,
-                   origin_bytes_sent: int = 0) -> bytes:
+                   origin_bytes_sent: int = 0, backups_started: int = 0,
+                   backups_cancelled: int = 0, leases_requeued: int = 0) -> bytes:
     """The Prometheus text exposition of the coordinator's current state."""
     registry = CollectorRegistry()
     by_state = Gauge("slmfleet_nodes", "Nodes by state.", ["state"], registry=registry)
@@ -51,4 +53,11 @@ def render_metrics(*, nodes: Sequence[Mapping[str, Any]], counts: Mapping[str, M
           "refused since start.", registry=registry).set(rejected_messages)
     Gauge("slmfleet_origin_model_bytes_sent", "Model bytes the coordinator served since "
           "start (the rest travel between nodes).", registry=registry).set(origin_bytes_sent)
+    Gauge("slmfleet_backup_copies_started", "Second copies of late items started near a "
+          "job's end since start.", registry=registry).set(backups_started)
+    Gauge("slmfleet_backup_copies_cancelled", "Copies cancelled because the other copy of "
+          "their item finished first, since start.", registry=registry).set(backups_cancelled)
+    Gauge("slmfleet_leases_requeued", "Leased items put back in the queue since start "
+          "(node lost, lease expired, lease not held after a reconnect).",
+          registry=registry).set(leases_requeued)
     return generate_latest(registry)

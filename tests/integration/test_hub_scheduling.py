@@ -133,12 +133,12 @@ def test_a_straggling_nodes_last_item_is_copied_and_the_first_result_wins(
         (item,) = st.job_items(store, job_id=job)
         return (first["item_id"] == copy["item_id"], first["lease_id"] != copy["lease_id"],
                 cancelled["lease_id"] == first["lease_id"], item.status, item.node_id,
-                hub.backups_started, store.discarded_results)
+                (hub.backups_started, hub.backups_cancelled), store.discarded_results)
 
     same_item, new_lease, cancels_first, status, node, backups, discarded = asyncio.run(
         _with_hub(tmp_path, scenario))
     assert same_item and new_lease and cancels_first
-    assert (status, node, backups, discarded) == ("done", 2, 1, 1)
+    assert (status, node, backups, discarded) == ("done", 2, (1, 1), 1)
 
 
 def test_a_reregistering_node_keeps_the_leases_it_declares(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from coordinator import store as st
+from coordinator.monitoring import render_metrics
 
 API = "/api/v1"
 
@@ -97,6 +98,16 @@ def test_prometheus_metrics(client: TestClient, store: st.Store, job: int) -> No
     assert 'slmfleet_work_items{status="done"} 1.0' in lines
     assert 'slmfleet_work_items{status="pending"} 3.0' in lines
     assert "slmfleet_results_discarded 0.0" in lines
+    assert "slmfleet_backup_copies_started 0.0" in lines  # no hub here: nothing counted
+
+
+def test_the_hubs_scheduling_counters_are_exposed() -> None:
+    text = render_metrics(nodes=[], counts={"jobs": {}, "items": {}}, discarded_results=3,
+                          rejected_messages=0, backups_started=5, backups_cancelled=4,
+                          leases_requeued=7).decode()
+    lines = set(text.splitlines())
+    assert {"slmfleet_results_discarded 3.0", "slmfleet_backup_copies_started 5.0",
+            "slmfleet_backup_copies_cancelled 4.0", "slmfleet_leases_requeued 7.0"} <= lines
 
 
 def test_a_node_is_drained_and_resumed_and_its_state_says_so(client: TestClient,
