@@ -135,6 +135,7 @@ class Hub:
         self._queue: list[sched.JobView] = []
         self._queue_at = -math.inf
         self._placed: dict[int, tuple[str, ...]] = {}  # node -> models it hosts
+        self._homeless: set[str] = set()  # models with work that fit on no live node
         self._leased_at: dict[str, tuple[float, int, str]] = {}  # lease: when, node, model
         self.item_s: dict[int, dict[str, float]] = {}  # node -> model -> seconds per item
         self.backups_started = 0
@@ -303,8 +304,17 @@ class Hub:
                         key=lambda m: (-pending.get(m.name, 0), m.name))
         needs = [sched.ModelNeed(m.name, sched.model_memory_mb(
             size=m.size, n_ctx=m.n_ctx, memory_mb=m.memory_mb)) for m in models]
-        return sched.place(needs, [sched.NodeRoom(s.node_id, s.ram_mb)
-                                   for s in self.peers.values()])
+        placed = sched.place(needs, [sched.NodeRoom(s.node_id, s.ram_mb)
+                                     for s in self.peers.values()])
+        hosted = {model for models in placed.values() for model in models}
+        for need in needs:
+            homeless = placed and pending.get(need.name) and need.name not in hosted
+            if homeless and need.name not in self._homeless:
+                log.warning("model %s (needs %.0f MB) fits on no live node: its items "
+                            "wait; set a lower memory_mb or add a node with more RAM",
+                            need.name, need.memory_mb)
+            (self._homeless.add if homeless else self._homeless.discard)(need.name)
+        return placed
 
     def desired_workers(self, session: Peer) -> DesiredWorkers:
         hosted = set(self._placed.get(session.node_id, ()))

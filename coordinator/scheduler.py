@@ -14,8 +14,9 @@ slot, and `decide` answers that ask:
 - **Backup tasks** (MapReduce's, estimated as in LATE). A model may have no pending
   items left in any job while leases still run. Then a node that asks may start a second
   copy of the lease expected to finish last. It does so only if it would itself finish
-  that item sooner. A lease on a node that has been silent for `Policy.silent_s` is
-  expected never to finish. The first result wins, and the coordinator cancels the other.
+  that item clearly sooner (`Policy.backup_gain`, 1.5×): an item gets one copy. A lease
+  on a node that has been silent for `Policy.silent_s` is expected never to finish. The
+  first result wins, and the coordinator cancels the other.
 
 `decide` answers `Take`, which lists the jobs to lease from in order; the store leases
 from the first that still has a pending item, the largest expected first (its `size_hint`:
@@ -70,6 +71,9 @@ class Policy:
     min_free_mb: float = 64.0  # below this a node takes no new work
     idle_retry_s: float = 0.5
     busy_retry_s: float = 5.0  # for a node that cannot take work for a while
+    # a copy starts only if its node would finish this many times sooner than the holder
+    # (an item gets one copy: spend it on a clearly faster node)
+    backup_gain: float = 1.5
 
 
 @dataclass(frozen=True)
@@ -119,7 +123,7 @@ def _straggler(ask: Ask, node: NodeView, *, nodes: Mapping[int, NodeView],
         if lease.model != ask.model or lease.backed_up or lease.node_id == node.id:
             continue
         left = remaining_s(lease, nodes=nodes, now=now, policy=policy)
-        if left > own and (best is None or left > best[0]):
+        if left > own * policy.backup_gain and (best is None or left > best[0]):
             best = (left, lease)
     return best[1] if best else None
 

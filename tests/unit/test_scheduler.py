@@ -165,3 +165,14 @@ def test_a_lease_running_past_its_nodes_average_is_still_expected_to_take_time()
     assert remaining_s(overdue, nodes=nodes, now=0.5, policy=POLICY) == 1.5
     assert decide(Ask(1, "m"), jobs=[JobView(1)], nodes=nodes, leases=[overdue],
                   now=5.0) == Backup(item_id=7, job_id=1)
+
+
+def test_an_items_one_copy_goes_only_to_a_clearly_faster_node() -> None:
+    """The holder needs ~4 s more: a node at 3 s per item would barely win and waste the
+    item's one copy; a node at 2 s takes it (backup_gain 1.5)."""
+    leases = [LeaseView(item_id=20, job_id=1, model="m", node_id=2, started=96.0)]
+    for own, expected in ((3.0, Wait), (2.0, Backup)):
+        nodes = fleet(node(1, item_s={"m": own}), node(2, item_s={"m": 8.0}))
+        decision = decide(Ask(1, "m"), jobs=[JobView(1)], nodes=nodes, leases=leases,
+                          now=100.0, policy=POLICY)
+        assert isinstance(decision, expected), (own, decision)
