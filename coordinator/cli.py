@@ -79,6 +79,15 @@ def coordinator(
              "migrated when the coordinator starts.")] = None,
     fanout: Annotated[int, typer.Option(min=1, max=64, help="Fan-out k of the overlay tree "
                                                        "(GET /api/v1/topology).")] = 2,
+    heartbeat_interval: Annotated[float, typer.Option(
+        min=0.1, max=60, help="Seconds between heartbeats (agents take it from the "
+        "coordinator).")] = 1.0,
+    liveness: Annotated[int, typer.Option(
+        min=2, max=100, help="Heartbeat intervals of silence after which a node is "
+        "unreachable and its leases are requeued.")] = 3,
+    lease_s: Annotated[float, typer.Option(
+        "--lease-s", min=1, help="Seconds a node may work on one item before it goes back "
+        "to the queue.")] = 300.0,
     verbose: bool = False,
 ) -> None:
     """Run the coordinator: HTTP API + status page + ZeroMQ hub."""
@@ -89,7 +98,9 @@ def coordinator(
     _logging(verbose)
     settings = Settings(data_dir=data_dir, api_host=api_host, api_port=api_port,
                         hub_host=hub_host, hub_port=hub_port, token=token,
-                        database_url=database_url, fanout=fanout)
+                        database_url=database_url, fanout=fanout,
+                        heartbeat_interval_s=heartbeat_interval, liveness=liveness,
+                        lease_s=lease_s)
     try:  # first: a wrong URL or an unreachable server changes nothing
         store = Store(settings.db_url)
     except SlmfleetError as exc:  # StoreError, SchemaError

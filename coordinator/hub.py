@@ -355,8 +355,9 @@ class Hub:
                 if requeued:
                     log.warning("node %d changed routes; requeued %d leases it never got",
                                 session.node_id, requeued)
-            case Bye():
+            case Bye():  # it stopped its workers: what they held is lost
                 st.mark_left(self.store, node_id=session.node_id)
+                self._requeued(st.requeue_node_leases(self.store, node_id=session.node_id))
                 del self.peers[peer]
                 await self.push_topology()
             case _:

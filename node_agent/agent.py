@@ -514,6 +514,14 @@ class Agent:
     async def _run_worker(self, worker: _Worker) -> None:
         spec = worker.spec
         self.store.touch(spec.sha256)
+        if not await asyncio.to_thread(self.store.verify, spec.sha256):
+            reason = (f"the cached copy of {spec.model} did not match its sha256 (a failing "
+                      "disk or SD card?); it was deleted and is fetched again")
+            worker.state, worker.detail = "failed", reason
+            self._node_errors[f"model {spec.model}"] = reason
+            log.error("%s", reason)
+            self._wake.set()
+            return
         try:
             worker.handle = await self._runtime.start(
                 spec, path=self.store.path(spec.sha256),
@@ -527,6 +535,7 @@ class Agent:
             return
         worker.state, worker.detail = "ready", ""
         self._node_errors.pop(f"worker {spec.model}", None)
+        self._node_errors.pop(f"model {spec.model}", None)
         log.info("worker for %s ready", spec.model)
         await self._work_loop(worker, worker.handle)
 

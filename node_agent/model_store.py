@@ -42,6 +42,7 @@ class ModelStore:
         self.limit_bytes = limit_bytes
         self.root.mkdir(parents=True, exist_ok=True)
         self._held: dict[str, list[tuple[int, int]]] = {}  # merged [start, end) ranges
+        self._verified: set[str] = set()  # files checked against their sha256 in this run
 
     def used_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.root.iterdir()
@@ -94,6 +95,22 @@ class ModelStore:
 
     def has(self, sha256: str) -> bool:
         return self.path(sha256).exists()
+
+    def verify(self, sha256: str) -> bool:
+        """Check a stored file against its sha256, once per run (an SD card may have
+        corrupted it since it was written); a corrupt file is deleted: False."""
+        if sha256 in self._verified:
+            return True
+        path = self.path(sha256)
+        try:
+            intact = sha256_file(path) == sha256
+        except FileNotFoundError:
+            return False
+        if not intact:
+            path.unlink(missing_ok=True)
+            return False
+        self._verified.add(sha256)
+        return True
 
     def _ranges(self, sha256: str) -> list[tuple[int, int]]:
         """The merged ranges of a part file, read from its log on first use."""
@@ -182,6 +199,7 @@ class ModelStore:
         os.replace(part, self.path(sha256))
         self._log(sha256).unlink(missing_ok=True)
         self._held.pop(sha256, None)
+        self._verified.add(sha256)
         return self.path(sha256)
 
 

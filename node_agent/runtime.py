@@ -286,7 +286,9 @@ class ProcessRuntime:
         try:
             command = [sys.executable, "-m", "node_agent.worker",
                        *worker_args(spec, model_path=str(path), port=port)]
-            process = subprocess.Popen(command, env=dict(os.environ), cwd=self._run_dir,
+            # the worker dies with this agent (node_agent.worker.end_with_agent)
+            env = {**os.environ, "SLMFLEET_AGENT_PID": str(os.getpid())}
+            process = subprocess.Popen(command, env=env, cwd=self._run_dir,
                                        stdin=subprocess.DEVNULL)
         except OSError as exc:
             socket.close(linger=0)

@@ -199,6 +199,25 @@ def keep_healthy(path: Path, *, interval_s: float = HEALTH_INTERVAL_S) -> thread
     return stop
 
 
+AGENT_PID_ENV = "SLMFLEET_AGENT_PID"  # set by the process runtime
+PR_SET_PDEATHSIG = 1
+
+
+def end_with_agent() -> bool:
+    """A worker run by an agent's process runtime dies with that agent: the kernel sends
+    it SIGTERM when the agent exits, however it exits (kill -9 too), so no worker is left
+    loaded and waiting forever. False if the agent is already gone."""
+    agent = os.environ.get(AGENT_PID_ENV)
+    if not agent or not sys.platform.startswith("linux"):
+        return True  # in a container: the container's lifetime is the agent's business
+    import ctypes
+    import signal
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    return os.getppid() == int(agent)  # it may have died before prctl took effect
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", required=True)
@@ -208,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--health-file", default=os.environ.get("SLMFLEET_HEALTH_FILE"))
     args = parser.parse_args(argv)
 
+    if not end_with_agent():
+        return 3
     context = zmq.Context()
     socket = context.socket(zmq.PAIR)
     socket.setsockopt(zmq.LINGER, 1000)

@@ -4,6 +4,7 @@ nothing."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -61,3 +62,17 @@ def test_a_model_that_cannot_fit_is_refused_and_nothing_is_evicted(tmp_path: Pat
                                               r"in use take 5 MiB"):
         store.make_room("d" * 64, size=4 * MiB, keep={"a" * 64})
     assert store.has("a" * 64) and store.has("b" * 64)
+
+
+def test_a_stored_model_is_checked_once_per_run_and_deleted_if_corrupt(
+        tmp_path: Path) -> None:
+    content = b"GGUF" + bytes(range(256)) * 64
+    sha = hashlib.sha256(content).hexdigest()
+    store = ModelStore(tmp_path)
+    store.path(sha).write_bytes(content)
+    assert store.verify(sha)
+    store.path(sha).write_bytes(content[:-1] + b"!")  # corrupted after the check
+    assert store.verify(sha), "checked once per run, not before every worker start"
+    fresh = ModelStore(tmp_path)  # the next run checks again
+    assert not fresh.verify(sha) and not fresh.has(sha)
+    assert not fresh.verify(sha)  # gone: nothing to check
