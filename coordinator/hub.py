@@ -20,6 +20,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import zmq
@@ -78,6 +79,8 @@ class Peer:
 QUEUE_VIEW_S = 0.25  # how old the scheduler's view of the queue may be
 ITEM_TIME_WEIGHT = 0.3  # of the newest item in a node's seconds-per-item average
 CHECKS_PER_INTERVAL = 4  # liveness checks per heartbeat interval
+MAX_UNRECORDED = 64  # results waiting to be scored and stored before leasing pauses
+BACKLOG_RETRY_S = 0.1
 
 
 class _KeyGate:
@@ -156,6 +159,9 @@ class Hub:
                 frames = await self._socket.recv_multipart(copy=False)
                 key = str(frames[-1].get("User-Id") or "").encode()
                 await self._arrived(frames[0].bytes, key, [f.bytes for f in frames[1:]])
+                # a receive with a message waiting never suspends: yield, or the results
+                # being recorded and the liveness checks would wait as long as agents talk
+                await asyncio.sleep(0)
         finally:
             ticker.cancel()
             self._socket.close(linger=0)
@@ -422,7 +428,12 @@ class Hub:
             item_s=self.item_s.get(s.node_id, {})) for s in self.peers.values()}
 
     async def _assign(self, peer: bytes, session: Peer, model: str) -> None:
-        """Answer a work request as the scheduler decides (`scheduler.decide`)."""
+        """Answer a work request as the scheduler decides (`scheduler.decide`); while
+        results wait to be recorded, no new work goes out (they may end the items that a
+        backup copy would start, and each lease taken now adds to the wait)."""
+        if len(self._recording) >= MAX_UNRECORDED:
+            await self._send(peer, NoWork(model=model, retry_after_s=BACKLOG_RETRY_S))
+            return
         jobs = self._queue_now()
         leases: list[sched.LeaseView] = []
         if not any(j.pending.get(model) for j in jobs):  # the tail: backups are possible
@@ -507,8 +518,11 @@ class Hub:
     async def _drop_silent(self, now: float) -> bool:
         """Drop the sessions of nodes silent past their liveness; whether any was."""
         dropped = False
+        # judged as at the next check: a node is dropped no later than liveness × interval
+        # after it was last heard, not up to a check period after that
+        upcoming = now + self.interval_s / CHECKS_PER_INTERVAL
         for peer, session in list(self.peers.items()):
-            if not peer_alive(last_seen=session.last_seen, now=now,
+            if not peer_alive(last_seen=session.last_seen, now=upcoming,
                               interval_s=self.interval_s, liveness=self.liveness):
                 del self.peers[peer]
                 # its leases go back to the queue now, not when they expire; a late
@@ -523,8 +537,10 @@ class Hub:
 
     async def _every_interval(self, now: float) -> None:
         seen: dict[int, Any] = {}
+        wall = utcnow()
         for peer, session in list(self.peers.items()):
-            seen[session.node_id] = utcnow()
+            # when it was last heard, so the API's state agrees with the hub's
+            seen[session.node_id] = wall - timedelta(seconds=max(0.0, now - session.last_seen))
             await self._send(peer, Heartbeat(seq=int(now)))
         st.touch_nodes(self.store, seen=seen)
         for origin in [o for o in self._paths if o not in self.peers]:

@@ -130,7 +130,8 @@ def _straggler(ask: Ask, node: NodeView, *, nodes: Mapping[int, NodeView],
 
 def remaining_s(lease: LeaseView, *, nodes: Mapping[int, NodeView], now: float,
                 policy: Policy) -> float:
-    """Expected seconds until `lease` reports: infinite on a silent or unknown node.
+    """Expected seconds until `lease` reports: infinite on a silent or unknown node, 0
+    while no node has finished an item of its model (no estimate, no backup).
 
     Item sizes have a long tail: an item that has run longer than its node's average is
     likely a big one, so it is expected to need about half as long again as it has run
@@ -139,6 +140,8 @@ def remaining_s(lease: LeaseView, *, nodes: Mapping[int, NodeView], now: float,
     if holder is None or holder.silent_s >= policy.silent_s:
         return math.inf
     expected = expected_item_s(holder, lease.model, nodes.values())
+    if expected == 0.0:  # nobody has finished an item yet: no basis to call it late
+        return 0.0
     elapsed = max(0.0, now - lease.started)
     return max(expected - elapsed, elapsed / 2)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
+import time
 from pathlib import Path
 from typing import Any
 
@@ -84,12 +86,13 @@ def result(lease: dict[str, Any]) -> WorkResult:
                       measurement=None, error=None)
 
 
-def one_item_job(store: st.Store, tmp_path: Path) -> int:
+def one_item_job(store: st.Store, tmp_path: Path, *, items: int = 1) -> int:
     st.add_model(store, name="m", sha256="0" * 64, size=1, path=str(tmp_path / "m"),
                  threads=1, n_ctx=128)
     return st.create_job(store, name="j", spec={}, items=[st.NewWorkItem(
-        model="m", task="classification", dataset="d", item_key="k", repeat=0, prompt="p",
-        reference={"label": "billing", "labels": ["billing"]}, params=PARAMS)]).id
+        model="m", task="classification", dataset="d", item_key=f"k{i}", repeat=0,
+        prompt="p", reference={"label": "billing", "labels": ["billing"]}, params=PARAMS)
+        for i in range(items)]).id
 
 
 async def _with_hub(tmp_path: Path, scenario: Any) -> Any:
@@ -112,14 +115,16 @@ def test_a_straggling_nodes_last_item_is_copied_and_the_first_result_wins(
         tmp_path: Path) -> None:
     async def scenario(context: zmq.asyncio.Context, hub: Hub, store: st.Store
                        ) -> tuple[Any, ...]:
-        job = one_item_job(store, tmp_path)
+        job = one_item_job(store, tmp_path, items=2)
         slow, fast = Peer(context, hub, "slow"), Peer(context, hub, "fast")
         await slow.register()
         await fast.register()
         first = await slow.ask()
-        # slow stays up but sits on its lease; fast asks until a copy comes
+        # slow stays up but sits on its lease; fast does the other item at once (so the
+        # hub knows its pace), then asks until a copy of slow's item comes
         beating = [asyncio.create_task(_beat(peer)) for peer in (slow, fast)]
         try:
+            await fast.send(result(await fast.ask()))
             copy = await fast.ask()
             await fast.send(result(copy))
             cancelled = await slow.wait_for("cancel_lease")
@@ -130,7 +135,8 @@ def test_a_straggling_nodes_last_item_is_copied_and_the_first_result_wins(
         finally:
             for beat in beating:
                 beat.cancel()
-        (item,) = st.job_items(store, job_id=job)
+        item = st.get_item(store, item_id=first["item_id"])
+        assert item is not None
         return (first["item_id"] == copy["item_id"], first["lease_id"] != copy["lease_id"],
                 cancelled["lease_id"] == first["lease_id"], item.status, item.node_id,
                 (hub.backups_started, hub.backups_cancelled), store.discarded_results)
@@ -168,3 +174,44 @@ async def _beat(peer: Peer) -> None:
         await peer.send(Heartbeat(seq=seq))
         seq += 1
         await asyncio.sleep(0.2)
+
+
+def _flood(port: int, server_key: bytes, seconds: float) -> None:
+    """Register, then send heartbeats back to back for `seconds` (in its own process)."""
+    context = zmq.Context()
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, 0)
+    curve.KeyPair(*zmq.curve_keypair()).apply_client(sock, server_key=server_key)
+    sock.connect(f"tcp://127.0.0.1:{port}")
+    sock.send_multipart(encode(Register(protocol=PROTOCOL_VERSION, token="t",
+                                        name="chatty", facts=hardware_facts())))
+    beat = encode(Heartbeat(seq=1))
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for _ in range(100):
+            sock.send_multipart(beat)
+    context.destroy(linger=0)
+
+
+def test_a_busy_hub_still_drops_a_silent_node(tmp_path: Path) -> None:
+    """Another process keeps the hub's socket full while an agent falls silent: the hub
+    still runs its liveness checks (a receive with a message waiting never suspends, so
+    the hub must yield after each message)."""
+    async def scenario(context: zmq.asyncio.Context, hub: Hub, store: st.Store) -> bool:
+        quiet = Peer(context, hub, "quiet")
+        await quiet.register()
+        flood = multiprocessing.get_context("spawn").Process(
+            target=_flood, args=(hub.port, hub.public_key, 15.0))
+        flood.start()
+        try:
+            while flood.is_alive():  # the quiet node is due 1.5 s after it registered
+                if {p.node_id for p in hub.peers.values()} == {2}:  # only chatty is left
+                    return flood.is_alive()
+                await asyncio.sleep(0.05)
+            return False
+        finally:
+            flood.kill()
+            await asyncio.to_thread(flood.join)
+
+    assert asyncio.run(_with_hub(tmp_path, scenario))

@@ -176,3 +176,15 @@ def test_an_items_one_copy_goes_only_to_a_clearly_faster_node() -> None:
         decision = decide(Ask(1, "m"), jobs=[JobView(1)], nodes=nodes, leases=leases,
                           now=100.0, policy=POLICY)
         assert isinstance(decision, expected), (own, decision)
+
+
+def test_without_any_item_time_only_silent_nodes_leases_are_copied() -> None:
+    """At a job's start nobody has an estimate: an idle node must not copy every live
+    lease (it would run each item twice), only those of a silent node."""
+    live = LeaseView(item_id=1, job_id=1, model="m", node_id=2, started=0.0)
+    nodes = fleet(node(1), node(2))
+    assert isinstance(decide(Ask(1, "m"), jobs=[JobView(1)], nodes=nodes, leases=[live],
+                             now=60.0, policy=POLICY), Wait)
+    nodes = fleet(node(1), node(2, silent_s=POLICY.silent_s))
+    assert decide(Ask(1, "m"), jobs=[JobView(1)], nodes=nodes, leases=[live], now=60.0,
+                  policy=POLICY) == Backup(item_id=1, job_id=1)
