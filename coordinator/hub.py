@@ -19,9 +19,10 @@ import hmac
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import zmq
 import zmq.asyncio
@@ -64,6 +65,7 @@ from node_agent.protocol import (
 )
 
 log = logging.getLogger("slmfleet.hub")
+T = TypeVar("T")
 
 
 @dataclass
@@ -79,7 +81,8 @@ class Peer:
 QUEUE_VIEW_S = 0.25  # how old the scheduler's view of the queue may be
 ITEM_TIME_WEIGHT = 0.3  # of the newest item in a node's seconds-per-item average
 CHECKS_PER_INTERVAL = 4  # liveness checks per heartbeat interval
-MAX_UNRECORDED = 64  # results waiting to be scored and stored before leasing pauses
+MAX_UNRECORDED = 256  # results waiting to be scored and stored before leasing pauses
+RECORD_BATCH = 128  # results scored and stored together
 BACKLOG_RETRY_S = 0.1
 
 
@@ -100,6 +103,28 @@ class _KeyGate:
 
 def score_item(item: WorkItemRow, output: str) -> tuple[str | None, dict[str, Any]]:
     return get_task(item.task).score_item(output, item.reference)
+
+
+def record_batch(store: st.Store, batch: list[tuple[int, WorkResult]]) -> list[st.Recorded]:
+    """Score each result of a live lease, then store the batch in one transaction (stale
+    ones are discarded and counted there). A scoring bug fails its item, not the hub."""
+    items = st.items_by_id(store, ids={result.item_id for _node, result in batch})
+    ready = []
+    for node_id, result in batch:
+        item = items.get(result.item_id)
+        scored, unscorable = None, None
+        if item is not None and result.error is None and result.lease_id in (
+                item.lease_id, item.backup_lease_id):
+            try:
+                scored = score_item(item, result.output)
+            except Exception as exc:  # noqa: BLE001 - any scoring bug
+                log.exception("scoring item %d (%s) failed", item.id, item.task)
+                unscorable = f"scoring failed: {exc!r}"
+        ready.append(st.ResultIn(
+            item_id=result.item_id, lease_id=result.lease_id, node_id=node_id,
+            output=result.output, error=result.error, scored=scored, unscorable=unscorable,
+            measurement=result.measurement.model_dump() if result.measurement else None))
+    return st.record_results(store, ready)
 
 
 class Hub:
@@ -130,7 +155,11 @@ class Hub:
             if bind.endswith(":0") else self._bind(bind)
         self.peers: dict[bytes, Peer] = {}  # by the origin's routing id
         self._paths: dict[bytes, list[bytes]] = {}  # how to reach an origin: its last path
-        self._recording: set[asyncio.Task[None]] = set()
+        self._results: list[tuple[int, WorkResult]] = []  # (node id, result) to record
+        self._recorder: asyncio.Task[None] | None = None
+        self._recording = 0  # results in the batch being recorded
+        self._concurrent = store.engine.dialect.name == "postgresql"
+        self._assigning: set[asyncio.Task[None]] = set()
         self.origin_bytes_sent = 0  # model bytes this coordinator served (the origin)
         self.draining = st.draining_nodes(store)  # node ids that get no new leases
         self.rejected_messages = 0
@@ -349,12 +378,18 @@ class Hub:
                 await self._send_chunk(peer, message)
             case WorkRequest() if session.node_id in self.draining:
                 await self._send(peer, NoWork(model=message.model, retry_after_s=5.0))
+            case WorkRequest() if self._concurrent:  # overlap the store's round trips
+                assigning = asyncio.create_task(self._assign(peer, session, message.model))
+                self._assigning.add(assigning)
+                assigning.add_done_callback(self._assigned)
             case WorkRequest():
                 await self._assign(peer, session, message.model)
-            case WorkResult():  # scored in the background: the hub keeps serving meanwhile
-                recording = asyncio.create_task(self._record_result(session, message))
-                self._recording.add(recording)
-                recording.add_done_callback(self._recorded)
+            case WorkResult():  # scored and stored in batches, off the event loop
+                self._timed(message.lease_id, failed=message.error is not None)
+                self._results.append((session.node_id, message))
+                if self._recorder is None or self._recorder.done():
+                    self._recorder = asyncio.create_task(self._record_results())
+                    self._recorder.add_done_callback(self._recorded)
             case LeasesHeld():  # it moved routes: leases sent meanwhile may be lost
                 requeued = self._requeued(st.requeue_node_leases(
                     self.store, node_id=session.node_id, keep=message.lease_ids))
@@ -372,36 +407,39 @@ class Hub:
                     "by the coordinator"))
 
     def _recorded(self, task: asyncio.Task[None]) -> None:
-        self._recording.discard(task)
+        self._recording = 0
         if not task.cancelled() and task.exception() is not None:
-            log.error("recording a result failed", exc_info=task.exception())
+            log.error("recording results failed", exc_info=task.exception())
 
-    async def _record_result(self, session: Peer, result: WorkResult) -> None:
-        """Score off the event loop (embedding metrics take a while), then record once."""
-        self._timed(result.lease_id, failed=result.error is not None)
-        item = st.get_item(self.store, item_id=result.item_id)
-        if item is None or result.lease_id not in (item.lease_id, item.backup_lease_id):
-            self.store.discarded_results += 1
-            log.info("discarded a stale result for item %d", result.item_id)
-            return
-        scored: tuple[str | None, dict[str, Any]] = (None, {})
-        if result.error is None:
-            try:
-                scored = await asyncio.to_thread(score_item, item, result.output)
-            except Exception as exc:  # noqa: BLE001 - a scoring bug fails this item, not the hub
-                log.exception("scoring item %d (%s) failed", item.id, item.task)
-                failed = st.fail_item(self.store, item_id=item.id, lease_id=result.lease_id,
-                                      reason=f"scoring failed: {exc!r}")
-                await self._cancel(failed.cancel)
-                return
-        accepted = st.complete_item(
-            self.store, item_id=result.item_id, lease_id=result.lease_id,
-            node_id=session.node_id, output=result.output,
-            measurement=result.measurement.model_dump() if result.measurement else None,
-            error=result.error, scorer=lambda _item, _output: scored)
-        if not accepted:
-            log.info("discarded a stale result for item %d", result.item_id)
-        await self._cancel(accepted.cancel)
+    def _assigned(self, task: asyncio.Task[None]) -> None:
+        self._assigning.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("answering a work request failed", exc_info=task.exception())
+
+    async def _lease(self, call: Callable[..., T], **kwargs: Any) -> T:
+        """A store call of the lease path: in a thread on PostgreSQL (several overlap, each
+        waiting on its round trips), inline on SQLite (one writer at a time anyway)."""
+        if self._concurrent:
+            return await asyncio.to_thread(call, self.store, **kwargs)
+        return call(self.store, **kwargs)
+
+    @property
+    def results_waiting(self) -> int:
+        """Results received and not yet stored."""
+        return len(self._results) + self._recording
+
+    async def _record_results(self) -> None:
+        """Score and store the results that came in, a batch at a time, in a thread (the
+        embedding metrics take a while; the store's transaction is one per batch)."""
+        while self._results:
+            batch, self._results = self._results[:RECORD_BATCH], self._results[RECORD_BATCH:]
+            self._recording = len(batch)
+            outcomes = await asyncio.to_thread(record_batch, self.store, batch)
+            self._recording = 0
+            for (_node, result), outcome in zip(batch, outcomes, strict=True):
+                if not outcome.accepted:
+                    log.info("discarded a stale result for item %d", result.item_id)
+                await self._cancel(outcome.cancel)
 
     async def _cancel(self, lease: tuple[int, str] | None) -> None:
         """Tell the node running the losing copy of a backed-up item to stop."""
@@ -431,13 +469,13 @@ class Hub:
         """Answer a work request as the scheduler decides (`scheduler.decide`); while
         results wait to be recorded, no new work goes out (they may end the items that a
         backup copy would start, and each lease taken now adds to the wait)."""
-        if len(self._recording) >= MAX_UNRECORDED:
+        if self.results_waiting >= MAX_UNRECORDED:
             await self._send(peer, NoWork(model=model, retry_after_s=BACKLOG_RETRY_S))
             return
         jobs = self._queue_now()
         leases: list[sched.LeaseView] = []
         if not any(j.pending.get(model) for j in jobs):  # the tail: backups are possible
-            leases = st.open_leases(self.store, model=model, lease_s=self.lease_s)
+            leases = await self._lease(st.open_leases, model=model, lease_s=self.lease_s)
         decision = sched.decide(sched.Ask(session.node_id, model), jobs=jobs,
                                 nodes=self._node_views(time.monotonic()), leases=leases,
                                 now=time.time(), policy=self.policy)
@@ -445,14 +483,15 @@ class Hub:
         lease_id = ""
         match decision:
             case sched.Take(job_ids):
-                item = st.lease_next(self.store, model=model, node_id=session.node_id,
-                                     lease_s=self.lease_s, job_ids=job_ids)
+                item = await self._lease(st.lease_next, model=model,
+                                         node_id=session.node_id, lease_s=self.lease_s,
+                                         job_ids=job_ids)
                 lease_id = (item.lease_id or "") if item else ""
                 if item is None:
                     self._queue_now(fresh=True)
             case sched.Backup(item_id):
-                item = st.lease_backup(self.store, item_id=item_id, node_id=session.node_id,
-                                       lease_s=self.lease_s)
+                item = await self._lease(st.lease_backup, item_id=item_id,
+                                         node_id=session.node_id, lease_s=self.lease_s)
                 lease_id = (item.backup_lease_id or "") if item else ""
                 if item is not None:
                     self.backups_started += 1

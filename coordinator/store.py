@@ -415,6 +415,73 @@ def _release(item: WorkItemRow, status: str) -> None:
 Scorer = Callable[[WorkItemRow, str], tuple[str | None, dict[str, Any]]]
 
 
+@dataclass(frozen=True)
+class ResultIn:
+    """A result for the store: a node's output for one lease of an item, scored or not."""
+
+    item_id: int
+    lease_id: str
+    node_id: int
+    output: str
+    measurement: dict[str, Any] | None = None
+    error: str | None = None  # the worker's: the item is tried again (3 attempts)
+    scored: tuple[str | None, dict[str, Any]] | None = None  # prediction and score
+    unscorable: str | None = None  # scoring failed: the item fails for good, saying why
+
+
+def _apply(item: WorkItemRow | None, result: ResultIn) -> Recorded:
+    """Record `result` on its (locked) item if it holds one of the item's live leases."""
+    if item is None or not _holds(item, result.lease_id):
+        return Recorded(False)
+    other = (item.backup_node, item.backup_lease_id) if result.lease_id == item.lease_id \
+        else (item.lease_node, item.lease_id)
+    cancel = (other[0], other[1]) if other[0] is not None and other[1] else None
+    if result.unscorable is not None:
+        _release(item, "failed")
+        item.error = result.unscorable
+        return Recorded(True, cancel)
+    if result.error is not None:
+        item.error = result.error
+        if not _drop_lease(item, result.lease_id):  # no other copy runs: try again
+            _release(item, "pending" if item.attempts < 3 else "failed")
+        return Recorded(True)
+    item.prediction, item.score = result.scored or (None, {})
+    _release(item, "done")
+    item.output, item.node_id = result.output, result.node_id
+    item.error = None
+    item.finished_at = utcnow()
+    for key, value in (result.measurement or {}).items():
+        setattr(item, key, value)
+    return Recorded(True, cancel)
+
+
+def record_results(store: Store, results: Sequence[ResultIn]) -> list[Recorded]:
+    """Record a batch of results in one transaction, each as `complete_item` would: the
+    items are locked in id order, then each job that one of them may have closed."""
+    with store.session.begin() as s:
+        ids = sorted({r.item_id for r in results})
+        found = {item.id: item for item in s.scalars(
+            select(WorkItemRow).where(WorkItemRow.id.in_(ids)).order_by(WorkItemRow.id)
+            .with_for_update())}
+        outcomes, jobs = [], set()
+        for result in results:
+            outcome = _apply(item := found.get(result.item_id), result)
+            if outcome.accepted and item is not None:
+                jobs.add(item.job_id)
+            else:
+                store.discarded_results += 1
+            outcomes.append(outcome)
+        for job_id in sorted(jobs):
+            _finish_job_if_done(s, job_id=job_id)
+        return outcomes
+
+
+def items_by_id(store: Store, *, ids: Collection[int]) -> dict[int, WorkItemRow]:
+    with store.session() as s:
+        return {item.id: item for item in s.scalars(
+            select(WorkItemRow).where(WorkItemRow.id.in_(sorted(ids))))}
+
+
 def complete_item(store: Store, *, item_id: int, lease_id: str, node_id: int, output: str,
                   measurement: dict[str, Any] | None, error: str | None,
                   scorer: Scorer) -> Recorded:
@@ -423,44 +490,23 @@ def complete_item(store: Store, *, item_id: int, lease_id: str, node_id: int, ou
     cancelled. A failed copy while the other runs on just ends that copy."""
     with store.session.begin() as s:
         item = s.get(WorkItemRow, item_id, with_for_update=True)
-        if item is None or not _holds(item, lease_id):
+        scored = scorer(item, output) if item is not None and _holds(item, lease_id) \
+            and error is None else None
+        outcome = _apply(item, ResultIn(item_id=item_id, lease_id=lease_id, node_id=node_id,
+                                        output=output, measurement=measurement,
+                                        error=error, scored=scored))
+        if not outcome.accepted or item is None:
             store.discarded_results += 1
-            return Recorded(False)
-        other = (item.backup_node, item.backup_lease_id) if lease_id == item.lease_id \
-            else (item.lease_node, item.lease_id)
-        cancel = (other[0], other[1]) if other[0] is not None and other[1] else None
-        if error is not None:
-            item.error = error
-            if _drop_lease(item, lease_id):
-                return Recorded(True)
-            _release(item, "pending" if item.attempts < 3 else "failed")
+        else:
             _finish_job_if_done(s, job_id=item.job_id)
-            return Recorded(True)
-        item.prediction, item.score = scorer(item, output)
-        _release(item, "done")
-        item.output, item.node_id = output, node_id
-        item.error = None
-        item.finished_at = utcnow()
-        for key, value in (measurement or {}).items():
-            setattr(item, key, value)
-        _finish_job_if_done(s, job_id=item.job_id)
-        return Recorded(True, cancel)
+        return outcome
 
 
 def fail_item(store: Store, *, item_id: int, lease_id: str, reason: str) -> Recorded:
     """Mark the item of a live lease failed for good (its result cannot be scored)."""
-    with store.session.begin() as s:
-        item = s.get(WorkItemRow, item_id, with_for_update=True)
-        if item is None or not _holds(item, lease_id):
-            store.discarded_results += 1
-            return Recorded(False)
-        other = (item.backup_node, item.backup_lease_id) if lease_id == item.lease_id \
-            else (item.lease_node, item.lease_id)
-        _release(item, "failed")
-        item.error = reason
-        _finish_job_if_done(s, job_id=item.job_id)
-        return Recorded(True, (other[0], other[1]) if other[0] is not None and other[1]
-                        else None)
+    (outcome,) = record_results(store, [ResultIn(item_id=item_id, lease_id=lease_id,
+                                                 node_id=0, output="", unscorable=reason)])
+    return outcome
 
 
 def get_item(store: Store, *, item_id: int) -> WorkItemRow | None:

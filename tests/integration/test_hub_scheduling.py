@@ -7,6 +7,7 @@ import asyncio
 import json
 import multiprocessing
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from node_agent.protocol import (
     _Msg,
     encode,
 )
+from tests.support.postgres import fresh_schema
 
 pytestmark = pytest.mark.integration
 
@@ -95,9 +97,19 @@ def one_item_job(store: st.Store, tmp_path: Path, *, items: int = 1) -> int:
         for i in range(items)]).id
 
 
-async def _with_hub(tmp_path: Path, scenario: Any) -> Any:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """On PostgreSQL the hub answers work requests concurrently, in threads."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 's.db'}"
+    else:
+        with fresh_schema() as url:
+            yield url
+
+
+async def _with_hub(tmp_path: Path, scenario: Any, *, url: str | None = None) -> Any:
     context = zmq.asyncio.Context()
-    store = st.Store(f"sqlite:///{tmp_path / 's.db'}")
+    store = st.Store(url or f"sqlite:///{tmp_path / 's.db'}")
     hub = Hub(store=store, token="t", keys=curve.load_or_create(tmp_path, "hub"),
               bind="tcp://127.0.0.1:0", heartbeat_interval_s=0.5, liveness=3,
               context=context)
@@ -112,7 +124,7 @@ async def _with_hub(tmp_path: Path, scenario: Any) -> Any:
 
 
 def test_a_straggling_nodes_last_item_is_copied_and_the_first_result_wins(
-        tmp_path: Path) -> None:
+        tmp_path: Path, store_url: str) -> None:
     async def scenario(context: zmq.asyncio.Context, hub: Hub, store: st.Store
                        ) -> tuple[Any, ...]:
         job = one_item_job(store, tmp_path, items=2)
@@ -142,12 +154,13 @@ def test_a_straggling_nodes_last_item_is_copied_and_the_first_result_wins(
                 (hub.backups_started, hub.backups_cancelled), store.discarded_results)
 
     same_item, new_lease, cancels_first, status, node, backups, discarded = asyncio.run(
-        _with_hub(tmp_path, scenario))
+        _with_hub(tmp_path, scenario, url=store_url))
     assert same_item and new_lease and cancels_first
     assert (status, node, backups, discarded) == ("done", 2, (1, 1), 1)
 
 
-def test_a_reregistering_node_keeps_the_leases_it_declares(tmp_path: Path) -> None:
+def test_a_reregistering_node_keeps_the_leases_it_declares(tmp_path: Path,
+                                                           store_url: str) -> None:
     """As after a coordinator restart: the node registers again naming the lease it
     still works on; that lease stays its own and its result is recorded."""
     async def scenario(context: zmq.asyncio.Context, hub: Hub, store: st.Store
@@ -165,7 +178,8 @@ def test_a_reregistering_node_keeps_the_leases_it_declares(tmp_path: Path) -> No
             await asyncio.sleep(0.05)
         return kept.status, kept.lease_node, st.get_job(store, job_id=job).state
 
-    assert asyncio.run(_with_hub(tmp_path, scenario)) == ("leased", 1, "finished")
+    assert asyncio.run(_with_hub(tmp_path, scenario, url=store_url)) == (
+        "leased", 1, "finished")
 
 
 async def _beat(peer: Peer) -> None:
