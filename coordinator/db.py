@@ -134,7 +134,7 @@ class WorkItemRow(Base):
         UniqueConstraint("job_id", "model", "task", "dataset", "item_key", "repeat"),
         Index("ix_work_items_queue", "job_id", "model", "status"),
         Index("ix_work_items_open", "job_id", "status"),
-        Index("ix_work_items_lease", "job_id", "model", "status", "size_hint"),
+        Index("ix_work_items_lease", "job_id", "model", "status", "lease_rank", "id"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
@@ -155,8 +155,9 @@ class WorkItemRow(Base):
     backup_lease_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     backup_node: Mapped[int | None] = mapped_column(Integer, nullable=True)
     backup_deadline: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
-    # its expected cost (prompt tokens + output budget): larger items are leased first
-    size_hint: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # leased in ascending rank, then id: minus its size hint (the largest first), so the
+    # lease index is read in order, never sorted
+    lease_rank: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     node_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     output: Mapped[str | None] = mapped_column(FreeText, nullable=True)
     prediction: Mapped[str | None] = mapped_column(FreeText, nullable=True)

@@ -105,10 +105,10 @@ def score_item(item: WorkItemRow, output: str) -> tuple[str | None, dict[str, An
     return get_task(item.task).score_item(output, item.reference)
 
 
-def record_batch(store: st.Store, batch: list[tuple[int, WorkResult]]) -> list[st.Recorded]:
-    """Score each result of a live lease, then store the batch in one transaction (stale
-    ones are discarded and counted there). A scoring bug fails its item, not the hub."""
-    items = st.items_by_id(store, ids={result.item_id for _node, result in batch})
+def score_batch(items: dict[int, WorkItemRow], batch: list[tuple[int, WorkResult]]
+                ) -> list[st.ResultIn]:
+    """Score each result of a live lease, ready to be stored (stale ones are discarded and
+    counted by the store). A scoring bug fails its item, not the hub."""
     ready = []
     for node_id, result in batch:
         item = items.get(result.item_id)
@@ -124,7 +124,7 @@ def record_batch(store: st.Store, batch: list[tuple[int, WorkResult]]) -> list[s
             item_id=result.item_id, lease_id=result.lease_id, node_id=node_id,
             output=result.output, error=result.error, scored=scored, unscorable=unscorable,
             measurement=result.measurement.model_dump() if result.measurement else None))
-    return st.record_results(store, ready)
+    return ready
 
 
 class Hub:
@@ -416,9 +416,10 @@ class Hub:
         if not task.cancelled() and task.exception() is not None:
             log.error("answering a work request failed", exc_info=task.exception())
 
-    async def _lease(self, call: Callable[..., T], **kwargs: Any) -> T:
-        """A store call of the lease path: in a thread on PostgreSQL (several overlap, each
-        waiting on its round trips), inline on SQLite (one writer at a time anyway)."""
+    async def _db(self, call: Callable[..., T], **kwargs: Any) -> T:
+        """A store call of the work path: in a thread on PostgreSQL (several overlap, each
+        waiting on its round trips), inline on SQLite (one writer at a time: a thread
+        writing batch after batch starved the hub's own writes for seconds)."""
         if self._concurrent:
             return await asyncio.to_thread(call, self.store, **kwargs)
         return call(self.store, **kwargs)
@@ -429,12 +430,14 @@ class Hub:
         return len(self._results) + self._recording
 
     async def _record_results(self) -> None:
-        """Score and store the results that came in, a batch at a time, in a thread (the
-        embedding metrics take a while; the store's transaction is one per batch)."""
+        """Score the results that came in, a batch at a time, in a thread (the embedding
+        metrics take a while), then store the batch in one transaction."""
         while self._results:
             batch, self._results = self._results[:RECORD_BATCH], self._results[RECORD_BATCH:]
             self._recording = len(batch)
-            outcomes = await asyncio.to_thread(record_batch, self.store, batch)
+            items = await self._db(st.items_by_id, ids={r.item_id for _n, r in batch})
+            ready = await asyncio.to_thread(score_batch, items, batch)
+            outcomes = await self._db(st.record_results, results=ready)
             self._recording = 0
             for (_node, result), outcome in zip(batch, outcomes, strict=True):
                 if not outcome.accepted:
@@ -475,7 +478,7 @@ class Hub:
         jobs = self._queue_now()
         leases: list[sched.LeaseView] = []
         if not any(j.pending.get(model) for j in jobs):  # the tail: backups are possible
-            leases = await self._lease(st.open_leases, model=model, lease_s=self.lease_s)
+            leases = await self._db(st.open_leases, model=model, lease_s=self.lease_s)
         decision = sched.decide(sched.Ask(session.node_id, model), jobs=jobs,
                                 nodes=self._node_views(time.monotonic()), leases=leases,
                                 now=time.time(), policy=self.policy)
@@ -483,14 +486,14 @@ class Hub:
         lease_id = ""
         match decision:
             case sched.Take(job_ids):
-                item = await self._lease(st.lease_next, model=model,
+                item = await self._db(st.lease_next, model=model,
                                          node_id=session.node_id, lease_s=self.lease_s,
                                          job_ids=job_ids)
                 lease_id = (item.lease_id or "") if item else ""
                 if item is None:
                     self._queue_now(fresh=True)
             case sched.Backup(item_id):
-                item = await self._lease(st.lease_backup, item_id=item_id,
+                item = await self._db(st.lease_backup, item_id=item_id,
                                          node_id=session.node_id, lease_s=self.lease_s)
                 lease_id = (item.backup_lease_id or "") if item else ""
                 if item is not None:

@@ -289,7 +289,7 @@ def create_job(store: Store, *, name: str, spec: dict[str, Any],
         s.add_all(WorkItemRow(job_id=job.id, model=i.model, task=i.task, dataset=i.dataset,
                               item_key=i.item_key, repeat=i.repeat, prompt=i.prompt,
                               reference=i.reference, params=i.params,
-                              size_hint=size_hint(i.prompt, i.params)) for i in items)
+                              lease_rank=-size_hint(i.prompt, i.params)) for i in items)
         return job
 
 
@@ -334,24 +334,26 @@ def lease_next(store: Store, *, model: str, node_id: int, lease_s: float,
                job_ids: Sequence[int] = ()) -> WorkItemRow | None:
     """Lease a pending item for `model`, or None: of the first job in `job_ids` (the
     scheduler's order) that has one, else of the oldest running job (the scheduler's view
-    may be a moment old); within a job the largest `size_hint` first, then the oldest.
+    may be a moment old); within a job the largest first (`lease_rank`), then the oldest.
 
     Concurrent callers never lease one item twice: on PostgreSQL each locks the item it
     takes and skips items that others hold (`FOR UPDATE SKIP LOCKED`); SQLite runs them
     one at a time.
     """
-    def oldest(s: Session, *where: Any) -> WorkItemRow | None:
+    def first_of(s: Session, job_id: int) -> WorkItemRow | None:  # read off the index
         return s.scalar(
             select(WorkItemRow).join(JobRow, JobRow.id == WorkItemRow.job_id)
-            .where(WorkItemRow.model == model, WorkItemRow.status == "pending",
-                   JobRow.state == "running", *where)
-            .order_by(WorkItemRow.job_id, WorkItemRow.size_hint.desc(), WorkItemRow.id)
+            .where(WorkItemRow.job_id == job_id, WorkItemRow.model == model,
+                   WorkItemRow.status == "pending", JobRow.state == "running")
+            .order_by(WorkItemRow.lease_rank, WorkItemRow.id)
             .limit(1).with_for_update(skip_locked=True, of=WorkItemRow))
 
     with store.session.begin() as s:
-        item = next((found for job_id in job_ids
-                     if (found := oldest(s, WorkItemRow.job_id == job_id)) is not None),
-                    None) or oldest(s)
+        running = s.scalars(select(JobRow.id).where(JobRow.state == "running")
+                            .order_by(JobRow.id)).all()
+        order = [*job_ids, *(j for j in running if j not in job_ids)]
+        item = next((found for job_id in order
+                     if (found := first_of(s, job_id)) is not None), None)
         if item is None:
             return None
         item.status = "leased"

@@ -41,7 +41,7 @@ def metadata_before_migrations() -> MetaData:
     nodes = before.tables["nodes"]
     nodes._columns.remove(nodes.c.draining)  # revision 0002
     items = before.tables["work_items"]  # revision 0003
-    for column in ("backup_lease_id", "backup_node", "backup_deadline", "size_hint"):
+    for column in ("backup_lease_id", "backup_node", "backup_deadline", "lease_rank"):
         items._columns.remove(items.c[column])
     items.indexes = {i for i in items.indexes
                      if i.name not in ("ix_work_items_open", "ix_work_items_lease")}

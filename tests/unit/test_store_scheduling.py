@@ -52,7 +52,7 @@ def test_within_a_job_the_largest_items_are_leased_first_then_the_oldest(
     while (item := st.lease_next(store, model="gemma", node_id=1, lease_s=60)) is not None:
         order.append(item.item_key)
     assert order == ["long", "short-1", "short-2"]
-    hints = {i.item_key: i.size_hint for i in st.job_items(store, job_id=job)}
+    hints = {i.item_key: -i.lease_rank for i in st.job_items(store, job_id=job)}
     assert hints == {"long": 100 + 8 * st.DECODE_COST, "short-1": 8 * st.DECODE_COST,
                      "short-2": 8 * st.DECODE_COST}
 
