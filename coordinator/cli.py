@@ -88,6 +88,10 @@ def coordinator(
     lease_s: Annotated[float, typer.Option(
         "--lease-s", min=1, help="Seconds a node may work on one item before it goes back "
         "to the queue.")] = 300.0,
+    backups: Annotated[bool, typer.Option(
+        help="At a job's tail, copy items running late on slow or silent nodes to idle "
+             "faster ones (the first result wins). --no-backups leaves them to liveness "
+             "and lease expiry.")] = True,
     verbose: bool = False,
 ) -> None:
     """Run the coordinator: HTTP API + status page + ZeroMQ hub."""
@@ -100,7 +104,7 @@ def coordinator(
                         hub_host=hub_host, hub_port=hub_port, token=token,
                         database_url=database_url, fanout=fanout,
                         heartbeat_interval_s=heartbeat_interval, liveness=liveness,
-                        lease_s=lease_s)
+                        lease_s=lease_s, backups=backups)
     try:  # first: a wrong URL or an unreachable server changes nothing
         store = Store(settings.db_url)
     except SlmfleetError as exc:  # StoreError, SchemaError

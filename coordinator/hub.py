@@ -132,7 +132,7 @@ class Hub:
 
     def __init__(self, *, store: st.Store, token: str, bind: str, keys: KeyPair,
                  heartbeat_interval_s: float = 1.0, liveness: int = 3,
-                 lease_s: float = 300.0, fanout: int = 2,
+                 lease_s: float = 300.0, fanout: int = 2, backups: bool = True,
                  context: zmq.asyncio.Context | None = None) -> None:
         self.store = store
         self._token = token
@@ -163,7 +163,7 @@ class Hub:
         self.origin_bytes_sent = 0  # model bytes this coordinator served (the origin)
         self.draining = st.draining_nodes(store)  # node ids that get no new leases
         self.rejected_messages = 0
-        self.policy = sched.Policy(silent_s=2 * heartbeat_interval_s)
+        self.policy = sched.Policy(silent_s=2 * heartbeat_interval_s, backups=backups)
         self._queue: list[sched.JobView] = []
         self._queue_at = -math.inf
         self._placed: dict[int, tuple[str, ...]] = {}  # node -> models it hosts

@@ -16,7 +16,8 @@ slot, and `decide` answers that ask:
   copy of the lease expected to finish last. It does so only if it would itself finish
   that item clearly sooner (`Policy.backup_gain`, 1.5×): an item gets one copy. A lease
   on a node that has been silent for `Policy.silent_s` is expected never to finish. The
-  first result wins, and the coordinator cancels the other.
+  first result wins, and the coordinator cancels the other. `Policy.backups` off
+  (`slmfleet coordinator --no-backups`) leaves stragglers to liveness and lease expiry.
 
 `decide` answers `Take`, which lists the jobs to lease from in order; the store leases
 from the first that still has a pending item, the largest expected first (its `size_hint`:
@@ -74,6 +75,7 @@ class Policy:
     # a copy starts only if its node would finish this many times sooner than the holder
     # (an item gets one copy: spend it on a clearly faster node)
     backup_gain: float = 1.5
+    backups: bool = True  # off: no copies; a straggler's item waits for its lease
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,8 @@ def decide(ask: Ask, *, jobs: Sequence[JobView], nodes: Mapping[int, NodeView],
     if open_jobs:
         ranked = sorted(open_jobs, key=lambda j: (-j.priority, j.leased, j.id))
         return Take(tuple(j.id for j in ranked))
-    straggler = _straggler(ask, node, nodes=nodes, leases=leases, now=now, policy=policy)
+    straggler = _straggler(ask, node, nodes=nodes, leases=leases, now=now, policy=policy) \
+        if policy.backups else None
     if straggler is not None:
         return Backup(item_id=straggler.item_id, job_id=straggler.job_id)
     return Wait(policy.idle_retry_s, "no work")

@@ -39,6 +39,7 @@ class Settings:
     liveness: int = 3
     lease_s: float = 300.0
     fanout: int = 2
+    backups: bool = True  # backup copies of straggling items at a job's tail
 
     @property
     def db_url(self) -> str:
@@ -90,7 +91,8 @@ async def serve(settings: Settings, *, store: st.Store | None = None) -> None:
     hub = Hub(store=store, token=join_token(settings), keys=keys,
               bind=f"tcp://{settings.hub_host}:{settings.hub_port}",
               heartbeat_interval_s=settings.heartbeat_interval_s,
-              liveness=settings.liveness, lease_s=settings.lease_s, fanout=settings.fanout)
+              liveness=settings.liveness, lease_s=settings.lease_s, fanout=settings.fanout,
+              backups=settings.backups)
     endpoint_judge.resume(store)
     requeued = st.requeue_expired(store)
     if requeued:

@@ -107,12 +107,13 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
             yield url
 
 
-async def _with_hub(tmp_path: Path, scenario: Any, *, url: str | None = None) -> Any:
+async def _with_hub(tmp_path: Path, scenario: Any, *, url: str | None = None,
+                    backups: bool = True) -> Any:
     context = zmq.asyncio.Context()
     store = st.Store(url or f"sqlite:///{tmp_path / 's.db'}")
     hub = Hub(store=store, token="t", keys=curve.load_or_create(tmp_path, "hub"),
               bind="tcp://127.0.0.1:0", heartbeat_interval_s=0.5, liveness=3,
-              context=context)
+              backups=backups, context=context)
     running = asyncio.create_task(hub.run())
     try:
         return await scenario(context, hub, store)
@@ -157,6 +158,39 @@ def test_a_straggling_nodes_last_item_is_copied_and_the_first_result_wins(
         _with_hub(tmp_path, scenario, url=store_url))
     assert same_item and new_lease and cancels_first
     assert (status, node, backups, discarded) == ("done", 2, (1, 1), 1)
+
+
+@pytest.mark.parametrize("backups", [True, False])
+def test_backups_off_leave_a_straggler_alone(tmp_path: Path, backups: bool) -> None:
+    """The straggler of the test above, asked about ten times by an idle fast node: a
+    copy comes with backups on (so the scenario would copy), never with them off."""
+    asks = 10
+
+    async def scenario(context: zmq.asyncio.Context, hub: Hub, store: st.Store
+                       ) -> tuple[int, int]:
+        one_item_job(store, tmp_path, items=2)
+        slow, fast = Peer(context, hub, "slow"), Peer(context, hub, "fast")
+        await slow.register()
+        await fast.register()
+        await slow.ask()
+        beating = [asyncio.create_task(_beat(peer)) for peer in (slow, fast)]
+        try:
+            await fast.send(result(await fast.ask()))
+            copies = 0
+            for _ in range(asks):
+                await fast.send(WorkRequest(model="m", slots=1))
+                reply = await fast.wait_for_any(("work_lease", "no_work"))
+                if reply["type"] == "work_lease":
+                    copies += 1
+                    break
+                await asyncio.sleep(0.2)
+        finally:
+            for beat in beating:
+                beat.cancel()
+        return copies, hub.backups_started
+
+    copies, started = asyncio.run(_with_hub(tmp_path, scenario, backups=backups))
+    assert (copies, started) == ((1, 1) if backups else (0, 0))
 
 
 def test_a_reregistering_node_keeps_the_leases_it_declares(tmp_path: Path,

@@ -117,6 +117,19 @@ def test_near_the_end_a_fast_idle_node_backs_up_the_lease_expected_last() -> Non
                   leases=leases, now=100.0) == Backup(item_id=20, job_id=1)
 
 
+def test_no_backup_at_all_when_backups_are_off() -> None:
+    """The same straggler that a fast idle node copies by default (the test above) is
+    left alone with `--no-backups`: the node waits."""
+    nodes = fleet(node(1, item_s={"m": 1.0}), node(2, item_s={"m": 10.0}, silent_s=9.0))
+    leases = [LeaseView(item_id=20, job_id=1, model="m", node_id=2, started=0.0)]
+    jobs = [JobView(1, pending={}, leased=1)]
+    assert decide(Ask(1, "m"), jobs=jobs, nodes=nodes, leases=leases, now=100.0,
+                  policy=POLICY) == Backup(item_id=20, job_id=1)
+    off = decide(Ask(1, "m"), jobs=jobs, nodes=nodes, leases=leases, now=100.0,
+                 policy=Policy(silent_s=2.0, backups=False))
+    assert isinstance(off, Wait) and off.reason == "no work"
+
+
 def test_no_backup_when_the_idle_node_would_not_finish_sooner() -> None:
     nodes = fleet(node(1, item_s={"m": 8.0}), node(2, item_s={"m": 10.0}))
     leases = [LeaseView(item_id=20, job_id=1, model="m", node_id=2, started=95.0)]
