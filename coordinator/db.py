@@ -243,6 +243,9 @@ def _finite(value: Any) -> Any:
     return value
 
 
+READ_ONLY = "slmfleet_read_only"  # an execution option: the transaction only reads
+
+
 def _sqlite_engine(url: URL) -> Engine:
     if url.database and url.database != ":memory:":
         folder = Path(url.database).parent
@@ -263,8 +266,12 @@ def _sqlite_engine(url: URL) -> Engine:
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _begin_immediate(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    def _begin(connection: Any) -> None:
+        # a writer takes the write lock first (a read upgraded to a write could fail at
+        # once on a busy store); a reader reads a WAL snapshot and blocks no one (with the
+        # lock, one big read, a report say, stalled the hub's every write)
+        read_only = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 

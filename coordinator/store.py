@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from coordinator.db import (
+    READ_ONLY,
     DatasetRow,
     JobRow,
     ModelRow,
@@ -49,6 +50,9 @@ class Store:
         self.engine = make_engine(url)
         self.session: sessionmaker[Session] = sessionmaker(self.engine,
                                                            expire_on_commit=False)
+        # for reads only: on SQLite it takes no lock, so it never holds up a writer
+        self.read: sessionmaker[Session] = sessionmaker(
+            self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
         self.discarded_results = 0
 
     def close(self) -> None:
@@ -130,7 +134,7 @@ def revoke_node(store: Store, *, node_id: int) -> NodeRow:
 
 
 def revoked_keys(store: Store) -> set[bytes]:
-    with store.session() as s:
+    with store.read() as s:
         return {k.encode() for k in s.scalars(select(NodeRow.revoked_key))
                 .all() if k}
 
@@ -146,7 +150,7 @@ def set_draining(store: Store, *, node_id: int, draining: bool) -> NodeRow:
 
 
 def draining_nodes(store: Store) -> set[int]:
-    with store.session() as s:
+    with store.read() as s:
         return set(s.scalars(select(NodeRow.id).where(NodeRow.draining)))
 
 
@@ -156,7 +160,7 @@ def mark_left(store: Store, *, node_id: int) -> None:
 
 
 def list_nodes(store: Store) -> list[NodeRow]:
-    with store.session() as s:
+    with store.read() as s:
         return list(s.scalars(select(NodeRow).order_by(NodeRow.id)))
 
 
@@ -221,12 +225,12 @@ def remove_model(store: Store, *, name: str) -> None:
 
 
 def list_models(store: Store) -> list[ModelRow]:
-    with store.session() as s:
+    with store.read() as s:
         return list(s.scalars(select(ModelRow).order_by(ModelRow.name)))
 
 
 def model_by_sha(store: Store, *, sha256: str) -> ModelRow | None:
-    with store.session() as s:
+    with store.read() as s:
         return s.scalar(select(ModelRow).where(ModelRow.sha256 == sha256))
 
 
@@ -256,12 +260,12 @@ def add_dataset(store: Store, *, name: str, task: str, sha256: str, content: byt
 
 
 def get_dataset(store: Store, *, name: str) -> DatasetRow | None:
-    with store.session() as s:
+    with store.read() as s:
         return s.get(DatasetRow, name)
 
 
 def list_datasets(store: Store) -> list[DatasetRow]:
-    with store.session() as s:
+    with store.read() as s:
         return list(s.scalars(select(DatasetRow).order_by(DatasetRow.name)))
 
 
@@ -304,7 +308,7 @@ def size_hint(prompt: str, params: dict[str, Any]) -> int:
 
 
 def get_job(store: Store, *, job_id: int) -> JobRow:
-    with store.session() as s:
+    with store.read() as s:
         job = s.get(JobRow, job_id)
         if job is None:
             raise NotFoundError(f"no job with id {job_id}; list jobs with GET /api/v1/jobs")
@@ -312,12 +316,12 @@ def get_job(store: Store, *, job_id: int) -> JobRow:
 
 
 def list_jobs(store: Store) -> list[JobRow]:
-    with store.session() as s:
+    with store.read() as s:
         return list(s.scalars(select(JobRow).order_by(JobRow.id.desc())))
 
 
 def job_progress(store: Store, *, job_id: int) -> dict[str, int]:
-    with store.session() as s:
+    with store.read() as s:
         rows = s.execute(select(WorkItemRow.status, func.count())
                          .where(WorkItemRow.job_id == job_id)
                          .group_by(WorkItemRow.status)).all()
@@ -325,7 +329,7 @@ def job_progress(store: Store, *, job_id: int) -> dict[str, int]:
 
 
 def job_items(store: Store, *, job_id: int) -> list[WorkItemRow]:
-    with store.session() as s:
+    with store.read() as s:
         return list(s.scalars(select(WorkItemRow).where(WorkItemRow.job_id == job_id)
                               .order_by(WorkItemRow.id)))
 
@@ -479,7 +483,7 @@ def record_results(store: Store, results: Sequence[ResultIn]) -> list[Recorded]:
 
 
 def items_by_id(store: Store, *, ids: Collection[int]) -> dict[int, WorkItemRow]:
-    with store.session() as s:
+    with store.read() as s:
         return {item.id: item for item in s.scalars(
             select(WorkItemRow).where(WorkItemRow.id.in_(sorted(ids))))}
 
@@ -512,7 +516,7 @@ def fail_item(store: Store, *, item_id: int, lease_id: str, reason: str) -> Reco
 
 
 def get_item(store: Store, *, item_id: int) -> WorkItemRow | None:
-    with store.session() as s:
+    with store.read() as s:
         return s.get(WorkItemRow, item_id)
 
 
@@ -543,7 +547,7 @@ def cancel_job(store: Store, *, job_id: int) -> JobRow:
 
 def counts(store: Store) -> dict[str, dict[str, int]]:
     """Jobs by state and work items by status, for monitoring."""
-    with store.session() as s:
+    with store.read() as s:
         jobs = dict(s.execute(select(JobRow.state, func.count()).group_by(JobRow.state)).all())
         items = dict(s.execute(select(WorkItemRow.status, func.count())
                                .group_by(WorkItemRow.status)).all())
@@ -604,7 +608,7 @@ def requeue_node_leases(store: Store, *, node_id: int, keep: Collection[str] = (
 def requeue_orphans(store: Store, *, live: Collection[int]) -> int:
     """End every lease held by a node outside `live` (e.g. leases from before a coordinator
     restart whose node never came back); the number of items requeued."""
-    with store.session() as s:
+    with store.read() as s:
         holders = set(s.scalars(select(WorkItemRow.lease_node).where(
             WorkItemRow.status == "leased").distinct())) | set(s.scalars(
                 select(WorkItemRow.backup_node).where(WorkItemRow.status == "leased",
@@ -619,7 +623,7 @@ def requeue_orphans(store: Store, *, live: Collection[int]) -> int:
 
 def queue_view(store: Store) -> list[JobView]:
     """Every running job with its pending items per model and its items in flight."""
-    with store.session() as s:
+    with store.read() as s:
         jobs = s.execute(select(JobRow.id, JobRow.spec).where(JobRow.state == "running")
                          ).all()
         counted = s.execute(
@@ -642,7 +646,7 @@ def queue_view(store: Store) -> list[JobView]:
 
 def open_leases(store: Store, *, model: str, lease_s: float) -> list[LeaseView]:
     """The leases that run for `model`, their start on the UNIX clock."""
-    with store.session() as s:
+    with store.read() as s:
         rows = s.execute(select(WorkItemRow.id, WorkItemRow.job_id, WorkItemRow.lease_node,
                                 WorkItemRow.lease_deadline, WorkItemRow.backup_lease_id)
                          .where(WorkItemRow.status == "leased",

@@ -7,11 +7,16 @@ rows; rounds repeat the race. No test reads a clock.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
+
+import pytest
+from sqlalchemy import select
 
 from coordinator import store as st
 from coordinator.db import WorkItemRow
@@ -138,3 +143,27 @@ def _ok(result: T | BaseException) -> T:
     if isinstance(result, BaseException):
         raise result
     return result
+
+
+def test_sqlite_readers_hold_no_lock_and_writers_take_it_first(tmp_path: Path) -> None:
+    """A read (a report over a big job, say) must not stall the hub's writes: while one is
+    open another connection takes the write lock at once. A write session holds the
+    lock from its start, so it never fails upgrading a read to a write."""
+    path = tmp_path / "s.db"
+    store = st.Store(f"sqlite:///{path}")
+    st.create_job(store, name="j", spec={}, items=new_items(["a", "b"]))
+    other = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        with store.read() as s:
+            assert len(list(s.scalars(select(WorkItemRow)))) == 2  # its transaction is open
+            other.execute("BEGIN IMMEDIATE")  # would raise "database is locked"
+            other.execute("UPDATE work_items SET attempts = attempts + 1")
+            other.execute("COMMIT")
+        with store.session.begin() as s:
+            s.scalars(select(WorkItemRow)).all()
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("BEGIN IMMEDIATE")
+        assert [i.attempts for i in st.job_items(store, job_id=1)] == [1, 1]
+    finally:
+        other.close()
+        store.close()
