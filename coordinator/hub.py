@@ -546,16 +546,24 @@ class Hub:
             stall = now - last_check - self.interval_s / CHECKS_PER_INTERVAL
             last_check = now
             if stall > self.interval_s:
-                # the hub itself was not listening (a blocked loop): peers are not to blame
-                log.warning("hub loop stalled for %.1f s; not counted against peers", stall)
-                for session in self.peers.values():
-                    session.last_seen += stall
+                # the hub itself was not listening (a blocked loop): what live peers sent
+                # meanwhile waits in the socket; read it before judging anyone
+                log.warning("hub loop stalled for %.1f s; reading what arrived meanwhile "
+                            "before judging liveness", stall)
+                await self._catch_up(until=now + self.interval_s)
+                now = last_check = time.monotonic()
             if await self._drop_silent(now):
                 await self.push_topology()
                 await self._replace()
             passes += 1
             if passes % CHECKS_PER_INTERVAL == 0:
                 await self._every_interval(now)
+
+    async def _catch_up(self, *, until: float) -> None:
+        """Yield to the receive loop while messages wait in the socket (at most `until`,
+        so that a hub kept busy by chatty agents still judges the silent ones)."""
+        while int(self._socket.get(zmq.EVENTS)) & zmq.POLLIN and time.monotonic() < until:
+            await asyncio.sleep(0)
 
     async def _drop_silent(self, now: float) -> bool:
         """Drop the sessions of nodes silent past their liveness; whether any was."""

@@ -1,5 +1,6 @@
 """The hub's scheduling with real ZeroMQ peers: a backup copy near a job's end (first
-result wins, the other is cancelled), and leases kept across a re-registration."""
+result wins, the other is cancelled), leases kept across a re-registration, and liveness
+judged right while the hub is busy or after its loop stalled."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import multiprocessing
 import time
 from collections.abc import Iterator
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -108,11 +110,11 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 async def _with_hub(tmp_path: Path, scenario: Any, *, url: str | None = None,
-                    backups: bool = True) -> Any:
+                    backups: bool = True, liveness: int = 3) -> Any:
     context = zmq.asyncio.Context()
     store = st.Store(url or f"sqlite:///{tmp_path / 's.db'}")
     hub = Hub(store=store, token="t", keys=curve.load_or_create(tmp_path, "hub"),
-              bind="tcp://127.0.0.1:0", heartbeat_interval_s=0.5, liveness=3,
+              bind="tcp://127.0.0.1:0", heartbeat_interval_s=0.5, liveness=liveness,
               backups=backups, context=context)
     running = asyncio.create_task(hub.run())
     try:
@@ -263,3 +265,66 @@ def test_a_busy_hub_still_drops_a_silent_node(tmp_path: Path) -> None:
             await asyncio.to_thread(flood.join)
 
     assert asyncio.run(_with_hub(tmp_path, scenario))
+
+
+def _steady(port: int, server_key: bytes, seconds: float, report: Connection) -> None:
+    """Register as "steady" and heartbeat every 0.1 s for `seconds`, in its own process
+    (a blocked hub loop does not block it); report what the hub sent, in order, as
+    (CLOCK_MONOTONIC time, type, ids of nodes a topology shows down)."""
+    context = zmq.Context()
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    curve.KeyPair(*zmq.curve_keypair()).apply_client(sock, server_key=server_key)
+    sock.connect(f"tcp://127.0.0.1:{port}")
+    sock.send_multipart(encode(Register(protocol=PROTOCOL_VERSION, token="t",
+                                        name="steady", facts=hardware_facts())))
+    seen: list[tuple[float, str, list[int]]] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        sock.send_multipart(encode(Heartbeat(seq=len(seen))))
+        while sock.poll(100):
+            message = json.loads(sock.recv_multipart()[0])
+            down = [n["node_id"] for n in message.get("nodes", []) if not n.get("up", True)]
+            seen.append((time.monotonic(), message["type"], down))
+    report.send(seen)
+    context.destroy(linger=0)
+
+
+def test_after_a_stalled_loop_the_hub_reads_before_it_judges(tmp_path: Path) -> None:
+    """The hub's loop is blocked for longer than liveness allows (as by a slow disk)
+    right after a node registered that then stays silent, while another node keeps
+    talking from its own process. Once the loop runs again the hub reads what arrived
+    meanwhile, so the talking node stays, and drops the silent one at once: no more than
+    one of its per-interval heartbeats goes out first (forgiving the stall to every node
+    would keep the silent one for 5 more intervals)."""
+    liveness, block_s = 5, 3.5  # a node is dropped after 5 intervals (2.5 s); 7 of them
+
+    async def scenario(context: zmq.asyncio.Context, hub: Hub, store: st.Store
+                       ) -> tuple[float, list[tuple[float, str, list[int]]], set[int], int]:
+        receive, send = multiprocessing.get_context("spawn").Pipe(duplex=False)
+        steady = multiprocessing.get_context("spawn").Process(
+            target=_steady, args=(hub.port, hub.public_key, block_s + 5.0, send))
+        steady.start()
+        try:
+            while not hub.peers:
+                await asyncio.sleep(0.05)
+            silent = Peer(context, hub, "silent")
+            await silent.register()
+            time.sleep(block_s)  # blocks the hub's loop, which this test shares
+            unblocked = time.monotonic()
+            seen = await asyncio.to_thread(receive.recv)
+        finally:
+            steady.kill()
+            await asyncio.to_thread(steady.join)
+        silent_id = next(n.id for n in st.list_nodes(store) if n.name == "silent")
+        return unblocked, seen, {p.node_id for p in hub.peers.values()}, silent_id
+
+    unblocked, seen, live, silent_id = asyncio.run(_with_hub(tmp_path, scenario,
+                                                             liveness=liveness))
+    steady_id = next(iter(live - {silent_id}), None)
+    assert live == {steady_id} and steady_id is not None, "the talking node was dropped"
+    shown_down = [t for t, kind, down in seen if kind == "topology" and silent_id in down]
+    assert shown_down, f"the silent node was never shown down: {seen}"
+    beats = [t for t, kind, _ in seen if kind == "heartbeat" and unblocked < t < shown_down[0]]
+    assert len(beats) <= 1, f"{len(beats)} heartbeat rounds before the silent node was dropped"
+    assert not any(steady_id in down for _, _, down in seen), "the talking node was shown down"
