@@ -561,7 +561,10 @@ class Hub:
 
     async def _catch_up(self, *, until: float) -> None:
         """Yield to the receive loop while messages wait in the socket (at most `until`,
-        so that a hub kept busy by chatty agents still judges the silent ones)."""
+        so that a hub kept busy by chatty agents still judges the silent ones). First a
+        check period: if the whole process was stopped, ZeroMQ's I/O thread is still
+        taking in what the kernel buffered meanwhile."""
+        await asyncio.sleep(self.interval_s / CHECKS_PER_INTERVAL)
         while int(self._socket.get(zmq.EVENTS)) & zmq.POLLIN and time.monotonic() < until:
             await asyncio.sleep(0)
 
