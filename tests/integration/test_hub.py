@@ -26,6 +26,7 @@ from node_agent.protocol import (
     WorkRequest,
     encode,
 )
+from tests.support.peers import registering_dealer
 
 pytestmark = pytest.mark.integration
 
@@ -35,12 +36,7 @@ def _peer_in_a_thread(port: int, server_key: bytes, *, welcomed: threading.Event
     """Register as "n1" and heartbeat every 0.1 s until `stop`, on a thread of its own (a
     node is its own machine: the hub's blocked loop does not block it)."""
     context = zmq.Context()
-    peer = context.socket(zmq.DEALER)
-    peer.setsockopt(zmq.LINGER, 0)
-    curve.KeyPair(*zmq.curve_keypair()).apply_client(peer, server_key=server_key)
-    peer.connect(f"tcp://127.0.0.1:{port}")
-    peer.send_multipart(encode(Register(protocol=PROTOCOL_VERSION, token="t", name="n1",
-                                        facts=hardware_facts())))
+    peer = registering_dealer(context, port=port, server_key=server_key, name="n1")
     seq = 0
     while not stop.is_set():
         while peer.poll(0):

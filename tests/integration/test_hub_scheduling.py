@@ -30,6 +30,7 @@ from node_agent.protocol import (
     _Msg,
     encode,
 )
+from tests.support.peers import registering_dealer
 from tests.support.postgres import fresh_schema
 
 pytestmark = pytest.mark.integration
@@ -229,13 +230,8 @@ async def _beat(peer: Peer) -> None:
 def _flood(port: int, server_key: bytes, seconds: float) -> None:
     """Register, then send heartbeats back to back for `seconds` (in its own process)."""
     context = zmq.Context()
-    sock = context.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.SNDHWM, 0)
-    curve.KeyPair(*zmq.curve_keypair()).apply_client(sock, server_key=server_key)
-    sock.connect(f"tcp://127.0.0.1:{port}")
-    sock.send_multipart(encode(Register(protocol=PROTOCOL_VERSION, token="t",
-                                        name="chatty", facts=hardware_facts())))
+    sock = registering_dealer(context, port=port, server_key=server_key, name="chatty",
+                              unbounded=True)
     beat = encode(Heartbeat(seq=1))
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -272,12 +268,7 @@ def _steady(port: int, server_key: bytes, seconds: float, report: Connection) ->
     (a blocked hub loop does not block it); report what the hub sent, in order, as
     (CLOCK_MONOTONIC time, type, ids of nodes a topology shows down)."""
     context = zmq.Context()
-    sock = context.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    curve.KeyPair(*zmq.curve_keypair()).apply_client(sock, server_key=server_key)
-    sock.connect(f"tcp://127.0.0.1:{port}")
-    sock.send_multipart(encode(Register(protocol=PROTOCOL_VERSION, token="t",
-                                        name="steady", facts=hardware_facts())))
+    sock = registering_dealer(context, port=port, server_key=server_key, name="steady")
     seen: list[tuple[float, str, list[int]]] = []
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
